@@ -1,0 +1,295 @@
+"""CTC loss differentiable twice, exactly, with O(B T S) time and memory.
+
+The gradient is analytic (``softmax - occupancy``) and is itself a custom-gradient
+op whose backward is the exact Hessian-vector product, computed with tangent
+forward-backward recursions. Nested ``tf.GradientTape``s therefore give exact
+second derivatives w.r.t. the logits and, through any model, w.r.t. its weights.
+"""
+
+from typing import Optional, Union
+
+import numpy as np
+import tensorflow as tf
+
+from ctc_newton.losses import _validation
+from ctc_newton.losses._lattice import Lattice, build_lattice
+from ctc_newton.losses._recursion import (forward_backward, gather_states, scatter_states,
+                                          state_occupancy, state_occupancy_tangent)
+
+__all__ = ["ctc_loss", "ctc_hessian_vector_product", "ctc_gauss_newton_vector_product",
+           "CTCPoint"]
+
+TensorLike = Union[tf.Tensor, np.ndarray, list]
+
+
+def compute_dtype(dtype: tf.DType) -> tf.DType:
+    """The dtype the recursions run in: float64 for float64, float32 otherwise."""
+    if not dtype.is_floating:
+        raise TypeError(f"`logits` must be floating point, got {dtype.name}.")
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+def _softmax_hessian_product(probs, vector):
+    """Frame-wise ``(diag(y) - y y^T) v`` on the last axis."""
+    return probs * (vector - tf.reduce_sum(probs * vector, axis=-1, keepdims=True))
+
+
+class CTCPoint:
+    """The CTC loss of one batch linearized at one logit point (time-major).
+
+    Holds the forward-backward pass so that the gradient and any number of
+    Hessian or Gauss-Newton products reuse it.
+
+    Args:
+      logits: ``[T, B, K]`` time-major logits in a float compute dtype.
+      lattice: the batch's `Lattice`.
+      logit_length: ``[B]`` int32.
+      zero_infinity: map infinite losses (infeasible or underflowed alignments) to 0.
+    """
+
+    def __init__(self, logits, lattice: Lattice, logit_length, zero_infinity=False):
+        self.lattice = lattice
+        self.num_classes = tf.shape(logits)[2]
+        frame_mask = tf.range(tf.shape(logits)[0])[:, tf.newaxis] < logit_length
+        # Padded frames may hold NaN/inf: replace them before anything touches them.
+        logits = tf.where(frame_mask[:, :, tf.newaxis], logits, tf.zeros_like(logits))
+        log_probs = tf.nn.log_softmax(logits)
+        self.probs = tf.exp(log_probs)
+        self.fb = forward_backward(log_probs, lattice, logit_length)
+        self.occupancy = state_occupancy(self.fb)
+        loss = -self.fb.log_likelihood
+        finite = lattice.feasible & tf.math.is_finite(loss)
+        fallback = 0.0 if zero_infinity else float("inf")
+        self.loss = tf.where(finite, loss, tf.constant(fallback, loss.dtype))
+        # Frames that carry gradient and curvature: valid frames of finite sequences.
+        self.live = (frame_mask & finite[tf.newaxis, :])[:, :, tf.newaxis]
+
+    def _masked(self, x):
+        return tf.where(self.live, x, tf.zeros_like(x))
+
+    def gradient(self):
+        """``[T, B, K]`` d loss_b / d logits: ``softmax - occupancy`` on live frames."""
+        return self._masked(
+            self.probs - scatter_states(self.occupancy, self.lattice, self.num_classes))
+
+    def gauss_newton_vector_product(self, vector):
+        """``[T, B, K]`` the PSD CTC Gauss-Newton (frame-wise softmax Hessian) times v."""
+        return self._masked(_softmax_hessian_product(self.probs, self._masked(vector)))
+
+    def hessian_vector_product(self, vector):
+        """``[T, B, K]`` the exact Hessian of ``sum_b loss_b`` times ``vector``."""
+        vector = self._masked(vector)
+        tangent = state_occupancy_tangent(self.fb, self.lattice,
+                                          gather_states(vector, self.lattice), self.occupancy)
+        coupled = scatter_states(tangent, self.lattice, self.num_classes)
+        return self._masked(_softmax_hessian_product(self.probs, vector) - coupled)
+
+
+def _prepare(labels, logits, label_length, logit_length, logits_time_major, blank_index,
+             validate_args):
+    """Validates and converts inputs; returns time-major compute-dtype logits etc."""
+    logits = tf.convert_to_tensor(logits, name="logits")
+    work_dtype = compute_dtype(logits.dtype)
+    _validation.check_rank(logits, 3, "logits")
+    if isinstance(labels, tf.SparseTensor):
+        _validation.check_rank(labels, 2, "labels")
+        batch_from_labels = tf.cast(labels.dense_shape[0], tf.int32)
+        if label_length is None:
+            label_length = tf.math.unsorted_segment_max(
+                tf.cast(labels.indices[:, 1], tf.int32) + 1,
+                tf.cast(labels.indices[:, 0], tf.int32), batch_from_labels)
+            label_length = tf.maximum(label_length, 0)
+        labels = tf.sparse.to_dense(labels)
+    else:
+        labels = tf.convert_to_tensor(labels, name="labels")
+        _validation.check_rank(labels, 2, "labels")
+        if label_length is None:
+            raise ValueError("`label_length` is required with dense `labels`; it may be "
+                             "None only for a `tf.SparseTensor`.")
+    if not labels.dtype.is_integer:
+        raise TypeError(f"`labels` must hold integer class ids, got {labels.dtype.name}.")
+    labels = tf.cast(labels, tf.int32)
+    label_length = tf.cast(tf.convert_to_tensor(label_length, name="label_length"), tf.int32)
+    logit_length = tf.cast(tf.convert_to_tensor(logit_length, name="logit_length"), tf.int32)
+    _validation.check_rank(label_length, 1, "label_length")
+    _validation.check_rank(logit_length, 1, "logit_length")
+
+    if not logits_time_major:
+        logits = tf.transpose(logits, [1, 0, 2])
+    _validation.check_batch_sizes([
+        ("labels", labels.shape[0]), ("logits", logits.shape[1]),
+        ("label_length", label_length.shape[0]), ("logit_length", logit_length.shape[0])])
+    num_classes = logits.shape[2]
+    _validation.check_num_classes(num_classes)
+    if num_classes is None:
+        num_classes = tf.shape(logits)[2]
+    blank = _validation.normalize_blank_index(blank_index, num_classes)
+    if validate_args:
+        checks = _validation.runtime_checks(labels, label_length, logit_length,
+                                            tf.shape(logits)[0], tf.shape(logits)[2],
+                                            blank, blank_index)
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(logits)[1], tf.shape(labels)[0],
+            message="`logits` and `labels` disagree on the batch size."))
+        with tf.control_dependencies(checks):
+            labels = tf.identity(labels)
+    logits = tf.cast(logits, work_dtype)
+    lattice = build_lattice(labels, label_length, logit_length, blank, work_dtype)
+    return logits, lattice, logit_length
+
+
+def _third_order_guard(x):
+    return tf.raw_ops.PreventGradient(
+        input=x, message="ctc_newton.ctc_loss supports derivatives up to second order; a "
+                         "third derivative was requested.")
+
+
+def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
+             logits: TensorLike,
+             label_length: Optional[TensorLike],
+             logit_length: TensorLike,
+             *,
+             logits_time_major: bool = False,
+             blank_index: int = 0,
+             zero_infinity: bool = False,
+             validate_args: bool = True,
+             name: Optional[str] = None) -> tf.Tensor:
+    """Connectionist temporal classification loss, differentiable twice.
+
+    Computes ``-log p(labels | logits)`` per sequence. The gradient w.r.t. the
+    logits is exact (``softmax - occupancy``), and differentiating the gradient
+    again (nested ``tf.GradientTape``s) gives exact Hessian-vector products, also
+    through any model that produced the logits.
+
+    Args:
+      labels: ``[B, L]`` integer class ids, padded past ``label_length`` with any
+        value, or a ``tf.SparseTensor`` of dense shape ``[B, L]``.
+      logits: ``[B, T, K]`` unnormalized log-probabilities (``[T, B, K]`` when
+        ``logits_time_major``). float32 or float64; float16/bfloat16 are
+        computed in float32 and the loss returned in the input dtype. Values on
+        frames past ``logit_length`` are ignored, even NaN or inf.
+      label_length: ``[B]`` number of labels of each sequence; may be None when
+        ``labels`` is sparse (then taken from its indices).
+      logit_length: ``[B]`` number of valid frames of each sequence.
+      logits_time_major: whether ``logits`` is ``[T, B, K]``.
+      blank_index: class id of the blank, in ``[-K, K)``; negative counts from the end.
+      zero_infinity: if True, sequences whose loss is infinite (no alignment fits
+        in ``logit_length`` frames) get loss 0 and gradient 0 instead of ``+inf``.
+      validate_args: run-time checks of the values (label ids in ``[0, K)`` and not
+        blank inside ``label_length``, lengths within the tensors and
+        non-negative). Turn off only for speed on trusted input; static
+        problems (ranks, batch sizes, K = 0, blank out of range) always raise.
+      name: optional name scope.
+
+    Returns:
+      ``[B]`` loss per sequence, in the dtype of ``logits``. ``+inf`` (zero
+      gradient) where the labels need more frames than given, unless
+      ``zero_infinity``.
+
+    Raises:
+      ValueError: wrong ranks, disagreeing batch sizes, K = 0, ``blank_index``
+        out of range, or dense labels without ``label_length``.
+      TypeError: non-floating logits or non-integer labels.
+      tf.errors.InvalidArgumentError: (with ``validate_args``) bad label ids or lengths.
+    """
+    with tf.name_scope(name or "ctc_loss"):
+        logits = tf.convert_to_tensor(logits, name="logits")
+        work_logits, lattice, logit_length = _prepare(
+            labels, logits, label_length, logit_length, logits_time_major, blank_index,
+            validate_args)
+
+        @tf.custom_gradient
+        def loss_fn(x):
+            point = CTCPoint(x, lattice, logit_length, zero_infinity)
+
+            @tf.custom_gradient
+            def gradient_fn(y):
+                del y  # The point already holds everything at y.
+
+                def hessian_fn(u):
+                    return _third_order_guard(point.hessian_vector_product(u))
+
+                return point.gradient(), hessian_fn
+
+            def backward(upstream):
+                return upstream[tf.newaxis, :, tf.newaxis] * gradient_fn(x)
+
+            return point.loss, backward
+
+        loss = loss_fn(work_logits)
+        return tf.cast(loss, logits.dtype)
+
+
+def _point(labels, logits, label_length, logit_length, logits_time_major, blank_index,
+           zero_infinity, validate_args):
+    work_logits, lattice, logit_length = _prepare(
+        labels, logits, label_length, logit_length, logits_time_major, blank_index,
+        validate_args)
+    return CTCPoint(work_logits, lattice, logit_length, zero_infinity)
+
+
+def _to_layout(x, time_major, dtype):
+    x = x if time_major else tf.transpose(x, [1, 0, 2])
+    return tf.cast(x, dtype)
+
+
+def ctc_hessian_vector_product(labels, logits, label_length, logit_length, vector, *,
+                               logits_time_major: bool = False, blank_index: int = 0,
+                               zero_infinity: bool = False,
+                               validate_args: bool = True) -> tf.Tensor:
+    """Exact Hessian of ``sum_b ctc_loss_b`` w.r.t. the logits, times ``vector``.
+
+    Equal to the nested-tape product through `ctc_loss` but without tapes. The
+    Hessian is ``blockdiag_t(diag(y_t) - y_t y_t^T) - Cov_{pi|z,x}(e(pi))``:
+    indefinite in general.
+
+    Args:
+      labels, logits, label_length, logit_length, logits_time_major, blank_index,
+      zero_infinity, validate_args: as in `ctc_loss`.
+      vector: a tensor shaped like ``logits``.
+
+    Returns:
+      A tensor shaped like ``logits`` (zero on padded frames and infinite-loss
+      sequences).
+    """
+    logits = tf.convert_to_tensor(logits, name="logits")
+    point = _point(labels, logits, label_length, logit_length, logits_time_major,
+                   blank_index, zero_infinity, validate_args)
+    vector = _to_layout(tf.convert_to_tensor(vector), logits_time_major, point.probs.dtype)
+    product = point.hessian_vector_product(vector)
+    return _to_layout(product, logits_time_major, logits.dtype)
+
+
+def ctc_gauss_newton_vector_product(logits, logit_length, vector, *,
+                                    logits_time_major: bool = False) -> tf.Tensor:
+    """The positive semi-definite CTC Gauss-Newton matrix times ``vector``.
+
+    Holding the occupancies fixed turns CTC into frame-wise softmax cross-entropy
+    (Cho et al., 2015); its Hessian ``blockdiag_t(diag(y_t) - y_t y_t^T)`` is PSD
+    and agrees with CTC's gradient at the current point. The labels do not enter.
+
+    Args:
+      logits: ``[B, T, K]`` (or ``[T, B, K]`` when ``logits_time_major``).
+      logit_length: ``[B]`` number of valid frames.
+      vector: a tensor shaped like ``logits``.
+      logits_time_major: layout of ``logits`` and ``vector``.
+
+    Returns:
+      ``(diag(y_t) - y_t y_t^T) v_t`` on frames ``t < logit_length``, zero elsewhere,
+      shaped like ``logits``.
+    """
+    logits = tf.convert_to_tensor(logits, name="logits")
+    _validation.check_rank(logits, 3, "logits")
+    work_dtype = compute_dtype(logits.dtype)
+    time_axis = 0 if logits_time_major else 1
+    batch_axis = 1 - time_axis
+    logit_length = tf.cast(logit_length, tf.int32)
+    frames = tf.range(tf.shape(logits)[time_axis])
+    mask = (frames[:, tf.newaxis] < logit_length[tf.newaxis, :])
+    if batch_axis == 0:
+        mask = tf.transpose(mask)
+    mask = mask[:, :, tf.newaxis]
+    x = tf.where(mask, tf.cast(logits, work_dtype), tf.zeros([], work_dtype))
+    v = tf.where(mask, tf.cast(vector, work_dtype), tf.zeros([], work_dtype))
+    product = _softmax_hessian_product(tf.nn.softmax(x), v)
+    return tf.cast(tf.where(mask, product, tf.zeros_like(product)), logits.dtype)
