@@ -11,10 +11,9 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton.losses import _validation
+from ctc_newton.losses import _states, _validation
 from ctc_newton.losses._lattice import Lattice, build_lattice
-from ctc_newton.losses._recursion import (forward_backward, gather_states, scatter_states,
-                                          state_occupancy, state_occupancy_tangent)
+from ctc_newton.losses._recursion import forward_backward, prefix_scores, suffix_scores
 
 __all__ = ["ctc_loss", "ctc_hessian_vector_product", "ctc_gauss_newton_vector_product",
            "CTCPoint"]
@@ -29,65 +28,63 @@ def compute_dtype(dtype: tf.DType) -> tf.DType:
     return tf.float64 if dtype == tf.float64 else tf.float32
 
 
-def _softmax_hessian_product(probs, vector):
-    """Frame-wise ``(diag(y) - y y^T) v`` on the last axis."""
-    return probs * (vector - tf.reduce_sum(probs * vector, axis=-1, keepdims=True))
-
-
 class CTCPoint:
-    """The CTC loss of one batch linearized at one logit point (time-major).
+    """The CTC loss of one batch at one logit point, ready for derivatives.
 
     Holds the forward-backward pass so that the gradient and any number of
-    Hessian or Gauss-Newton products reuse it.
+    Hessian or Gauss-Newton products reuse it (a CG solve runs dozens).
 
     Args:
-      logits: ``[T, B, K]`` time-major logits in a float compute dtype.
+      logits: ``[B, T, K]`` batch-major logits in a float compute dtype.
       lattice: the batch's `Lattice`.
       logit_length: ``[B]`` int32.
-      zero_infinity: map infinite losses (infeasible or underflowed alignments) to 0.
+      zero_infinity: map infinite losses (infeasible alignments) to 0.
     """
 
     def __init__(self, logits, lattice: Lattice, logit_length, zero_infinity=False):
         self.lattice = lattice
-        self.num_classes = tf.shape(logits)[2]
-        frame_mask = tf.range(tf.shape(logits)[0])[:, tf.newaxis] < logit_length
-        # Padded frames may hold NaN/inf: replace them before anything touches them.
-        logits = tf.where(frame_mask[:, :, tf.newaxis], logits, tf.zeros_like(logits))
-        log_probs = tf.nn.log_softmax(logits)
-        self.probs = tf.exp(log_probs)
-        self.fb = forward_backward(log_probs, lattice, logit_length)
-        self.occupancy = state_occupancy(self.fb)
+        # Derivatives are explicit (custom gradients): keep tapes out of the recursions,
+        # which would otherwise record every loop intermediate.
+        logits = tf.stop_gradient(logits)
+        self._one_hot = _states.uses_one_hot(logits.shape[2])
+        frame_mask = tf.range(tf.shape(logits)[1])[tf.newaxis, :] < logit_length[:, tf.newaxis]
+        self.probs, log_emissions = _states.emissions(logits, frame_mask, lattice.states,
+                                                      lattice.state_mask)
+        self.fb = forward_backward(log_emissions, lattice, logit_length)
+        self.logit_length = logit_length
         loss = -self.fb.log_likelihood
         finite = lattice.feasible & tf.math.is_finite(loss)
         fallback = 0.0 if zero_infinity else float("inf")
         self.loss = tf.where(finite, loss, tf.constant(fallback, loss.dtype))
         # Frames that carry gradient and curvature: valid frames of finite sequences.
-        self.live = (frame_mask & finite[tf.newaxis, :])[:, :, tf.newaxis]
-
-    def _masked(self, x):
-        return tf.where(self.live, x, tf.zeros_like(x))
+        self.live = (frame_mask & finite[:, tf.newaxis])[:, :, tf.newaxis]
 
     def gradient(self):
-        """``[T, B, K]`` d loss_b / d logits: ``softmax - occupancy`` on live frames."""
-        return self._masked(
-            self.probs - scatter_states(self.occupancy, self.lattice, self.num_classes))
+        """``[B, T, K]`` d loss_b / d logits: ``softmax - occupancy`` on live frames."""
+        return _states.gradient(self.probs, self.fb.log_alpha, self.fb.log_beta,
+                                self.lattice.states, self.live, self._one_hot)
 
     def gauss_newton_vector_product(self, vector):
-        """``[T, B, K]`` the PSD CTC Gauss-Newton (frame-wise softmax Hessian) times v."""
-        return self._masked(_softmax_hessian_product(self.probs, self._masked(vector)))
+        """``[B, T, K]`` the PSD CTC Gauss-Newton (frame-wise softmax Hessian) times v."""
+        return _states.gauss_newton_product(self.probs, tf.stop_gradient(vector), self.live)
 
     def hessian_vector_product(self, vector):
-        """``[T, B, K]`` the exact Hessian of ``sum_b loss_b`` times ``vector``."""
-        vector = self._masked(vector)
-        tangent = state_occupancy_tangent(self.fb, self.lattice,
-                                          gather_states(vector, self.lattice), self.occupancy)
-        coupled = scatter_states(tangent, self.lattice, self.num_classes)
-        return self._masked(_softmax_hessian_product(self.probs, vector) - coupled)
+        """``[B, T, K]`` the exact Hessian of ``sum_b loss_b`` times ``vector``."""
+        vector, state_direction = _states.direction(tf.stop_gradient(vector), self.live,
+                                                    self.lattice.states)
+        prefix = prefix_scores(self.fb.log_alpha, tf.math.log(self.lattice.skip),
+                               state_direction, self.logit_length)
+        suffix = suffix_scores(self.fb.log_emissions, self.fb.log_beta,
+                               tf.math.log(self.lattice.skip_next), state_direction,
+                               self.logit_length)
+        return _states.hessian_product(self.probs, vector, self.fb.log_alpha, self.fb.log_beta,
+                                       prefix, suffix, self.lattice.states, self.live,
+                                       self._one_hot)
 
 
 def _prepare(labels, logits, label_length, logit_length, logits_time_major, blank_index,
              validate_args):
-    """Validates and converts inputs; returns time-major compute-dtype logits etc."""
+    """Validates and converts inputs; returns batch-major compute-dtype logits etc."""
     logits = tf.convert_to_tensor(logits, name="logits")
     work_dtype = compute_dtype(logits.dtype)
     _validation.check_rank(logits, 3, "logits")
@@ -114,10 +111,10 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
     _validation.check_rank(label_length, 1, "label_length")
     _validation.check_rank(logit_length, 1, "logit_length")
 
-    if not logits_time_major:
+    if logits_time_major:
         logits = tf.transpose(logits, [1, 0, 2])
     _validation.check_batch_sizes([
-        ("labels", labels.shape[0]), ("logits", logits.shape[1]),
+        ("labels", labels.shape[0]), ("logits", logits.shape[0]),
         ("label_length", label_length.shape[0]), ("logit_length", logit_length.shape[0])])
     num_classes = logits.shape[2]
     _validation.check_num_classes(num_classes)
@@ -126,10 +123,10 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
     blank = _validation.normalize_blank_index(blank_index, num_classes)
     if validate_args:
         checks = _validation.runtime_checks(labels, label_length, logit_length,
-                                            tf.shape(logits)[0], tf.shape(logits)[2],
+                                            tf.shape(logits)[1], tf.shape(logits)[2],
                                             blank, blank_index)
         checks.append(tf.debugging.assert_equal(
-            tf.shape(logits)[1], tf.shape(labels)[0],
+            tf.shape(logits)[0], tf.shape(labels)[0],
             message="`logits` and `labels` disagree on the batch size."))
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
@@ -138,10 +135,24 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
     return logits, lattice, logit_length
 
 
-def _third_order_guard(x):
-    return tf.raw_ops.PreventGradient(
-        input=x, message="ctc_newton.ctc_loss supports derivatives up to second order; a "
-                         "third derivative was requested.")
+def _hessian_op(point: CTCPoint, vector, logits):
+    """``point.hessian_vector_product(vector)`` as an op whose own derivative raises.
+
+    Connecting it to ``logits`` makes a third derivative fail loudly instead of
+    coming back as None (the products are computed with explicit formulas).
+    """
+
+    @tf.custom_gradient
+    def op(v, x):
+        del x
+
+        def third_order(_):
+            raise LookupError("ctc_newton.ctc_loss supports derivatives up to second order; "
+                              "a third derivative was requested.")
+
+        return point.hessian_vector_product(v), third_order
+
+    return op(vector, logits)
 
 
 def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
@@ -204,15 +215,11 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
 
             @tf.custom_gradient
             def gradient_fn(y):
-                del y  # The point already holds everything at y.
-
-                def hessian_fn(u):
-                    return _third_order_guard(point.hessian_vector_product(u))
-
-                return point.gradient(), hessian_fn
+                # The point already holds everything at y.
+                return point.gradient(), lambda u: _hessian_op(point, u, y)
 
             def backward(upstream):
-                return upstream[tf.newaxis, :, tf.newaxis] * gradient_fn(x)
+                return upstream[:, tf.newaxis, tf.newaxis] * gradient_fn(x)
 
             return point.loss, backward
 
@@ -229,7 +236,8 @@ def _point(labels, logits, label_length, logit_length, logits_time_major, blank_
 
 
 def _to_layout(x, time_major, dtype):
-    x = x if time_major else tf.transpose(x, [1, 0, 2])
+    """Between the caller's layout and the internal batch-major one."""
+    x = tf.transpose(x, [1, 0, 2]) if time_major else x
     return tf.cast(x, dtype)
 
 
@@ -281,15 +289,10 @@ def ctc_gauss_newton_vector_product(logits, logit_length, vector, *,
     logits = tf.convert_to_tensor(logits, name="logits")
     _validation.check_rank(logits, 3, "logits")
     work_dtype = compute_dtype(logits.dtype)
-    time_axis = 0 if logits_time_major else 1
-    batch_axis = 1 - time_axis
+    x = _to_layout(logits, logits_time_major, work_dtype)
+    v = _to_layout(tf.convert_to_tensor(vector), logits_time_major, work_dtype)
     logit_length = tf.cast(logit_length, tf.int32)
-    frames = tf.range(tf.shape(logits)[time_axis])
-    mask = (frames[:, tf.newaxis] < logit_length[tf.newaxis, :])
-    if batch_axis == 0:
-        mask = tf.transpose(mask)
-    mask = mask[:, :, tf.newaxis]
-    x = tf.where(mask, tf.cast(logits, work_dtype), tf.zeros([], work_dtype))
-    v = tf.where(mask, tf.cast(vector, work_dtype), tf.zeros([], work_dtype))
-    product = _softmax_hessian_product(tf.nn.softmax(x), v)
-    return tf.cast(tf.where(mask, product, tf.zeros_like(product)), logits.dtype)
+    live = (tf.range(tf.shape(x)[1])[tf.newaxis, :] < logit_length[:, tf.newaxis])[..., None]
+    probs = tf.nn.softmax(tf.where(live, x, tf.zeros_like(x)))
+    product = _states.gauss_newton_product(probs, v, live)
+    return _to_layout(product, logits_time_major, logits.dtype)

@@ -1,0 +1,107 @@
+"""Between class space (``[B, T, K]``, like the logits) and lattice state space.
+
+State-space tensors are time-major ``[T, B, S]`` (the recursions step over T). The
+functions that touch whole ``[B, T, K]`` / ``[T, B, S]`` tensors are XLA-compiled
+so that masking, softmax, gathers, transposes and scatters fuse into few passes.
+"""
+
+import tensorflow as tf
+
+# Scattering states into classes with a one-hot matmul costs T B L K; beyond this many
+# classes a segment sum (T B S, but slow on CPU) is cheaper.
+_ONE_HOT_MAX_CLASSES = 1024
+
+_compiled = tf.function(autograph=False, reduce_retracing=True, jit_compile=True)
+
+
+def uses_one_hot(num_classes) -> bool:
+    """Whether to scatter with a one-hot matmul (a static choice for the compiled code)."""
+    return isinstance(num_classes, int) and num_classes <= _ONE_HOT_MAX_CLASSES
+
+
+def gather_states(x, states):
+    """``[B, T, K]`` per-class values to ``[T, B, S]`` per-state values."""
+    return tf.transpose(tf.gather(x, states, axis=2, batch_dims=1), [1, 0, 2])
+
+
+def scatter_states(x, states, num_classes, one_hot: bool):
+    """``[T, B, S]`` per-state values summed into ``[B, T, K]`` per-class values.
+
+    Even states are the blank (``states[:, 0]``); odd states are the labels.
+    """
+    if one_hot:
+        blank_total = tf.transpose(tf.reduce_sum(x[:, :, 0::2], axis=2))  # [B, T]
+        label_classes = tf.one_hot(states[:, 1::2], num_classes, dtype=x.dtype)
+        out = tf.einsum("tbl,blk->btk", x[:, :, 1::2], label_classes)
+        blank_class = tf.one_hot(states[:, 0], num_classes, dtype=x.dtype)
+        return out + blank_total[:, :, tf.newaxis] * blank_class[:, tf.newaxis, :]
+    num_frames, batch, num_states = tf.unstack(tf.shape(x))
+    x = tf.transpose(x, [1, 0, 2])  # [B, T, S]
+    segment = ((tf.range(batch)[:, tf.newaxis, tf.newaxis] * num_frames
+                + tf.range(num_frames)[tf.newaxis, :, tf.newaxis]) * num_classes
+               + states[:, tf.newaxis, :])
+    summed = tf.math.unsorted_segment_sum(x, segment, batch * num_frames * num_classes)
+    return tf.reshape(summed, [batch, num_frames, num_classes])
+
+
+def occupancy(log_alpha, log_beta):
+    """``[T, B, S]`` state posteriors: per-frame softmax of ``alpha + beta`` (0 if all -inf)."""
+    joint = log_alpha + log_beta
+    top = tf.reduce_max(joint, axis=2, keepdims=True)
+    weights = tf.exp(joint - tf.where(tf.math.is_finite(top), top, tf.zeros_like(top)))
+    total = tf.reduce_sum(weights, axis=2, keepdims=True)
+    return weights / tf.where(total > 0, total, tf.ones_like(total))
+
+
+def softmax_hessian_product(probs, vector):
+    """Frame-wise ``(diag(y) - y y^T) v`` on the last axis."""
+    return probs * (vector - tf.reduce_sum(probs * vector, axis=-1, keepdims=True))
+
+
+def _masked(mask, x):
+    return tf.where(mask, x, tf.zeros_like(x))
+
+
+@_compiled
+def emissions(logits, frame_mask, states, state_mask):
+    """Softmax ``[B, T, K]`` and state log-emissions ``[T, B, S]`` (padded frames zeroed)."""
+    # Padded frames may hold NaN/inf: replace them before anything touches them.
+    log_probs = tf.nn.log_softmax(_masked(frame_mask[:, :, tf.newaxis], logits))
+    return tf.exp(log_probs), gather_states(log_probs, states) + tf.math.log(state_mask)
+
+
+@_compiled
+def gradient(probs, log_alpha, log_beta, states, live, one_hot):
+    """``softmax - occupancy`` on live frames ``[B, T, K]``."""
+    occupied = scatter_states(occupancy(log_alpha, log_beta), states, tf.shape(probs)[2],
+                              one_hot)
+    return _masked(live, probs - occupied)
+
+
+@_compiled
+def direction(vector, live, states):
+    """The masked direction ``[B, T, K]`` and its values at the states ``[T, B, S]``."""
+    vector = _masked(live, vector)
+    return vector, gather_states(vector, states)
+
+
+@_compiled
+def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, live,
+                    one_hot):
+    """Exact Hessian times ``vector`` from the prefix/suffix expected path scores.
+
+    The coupling term is the posterior covariance of the state indicators with the
+    path score: ``occupancy * (q - E[q])``, ``q = prefix + suffix``.
+    """
+    occupied = occupancy(log_alpha, log_beta)
+    score = prefix + suffix
+    mean_score = tf.reduce_sum(occupied * score, axis=2, keepdims=True)
+    coupled = scatter_states(occupied * (score - mean_score), states, tf.shape(probs)[2],
+                             one_hot)
+    return _masked(live, softmax_hessian_product(probs, vector) - coupled)
+
+
+@_compiled
+def gauss_newton_product(probs, vector, live):
+    """The frame-wise softmax Hessian times ``vector`` on live frames."""
+    return _masked(live, softmax_hessian_product(probs, _masked(live, vector)))
