@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from ctc_newton.losses._compile import compiled
 from ctc_newton.losses._lattice import Lattice
 
 
@@ -75,13 +76,12 @@ def _shift_to_zero(x):
     return x - _finite_or_zero(top)[..., tf.newaxis], top
 
 
-# Each recursion is one XLA-compiled function: the loop body fuses into a few kernels
-# instead of dozens of small ops per frame, and the forward and backward recursions,
-# being independent functions, run concurrently on two cores.
-_compiled = tf.function(autograph=False, reduce_retracing=True, jit_compile=True)
+# Each recursion is one compiled function (see _compile): the loop body fuses into a few
+# kernels instead of dozens of small ops per frame, and the forward and backward
+# recursions, being independent functions, run concurrently on two cores.
 
 
-@_compiled
+@compiled
 def _forward(log_emissions, log_skip, logit_length):
     """Log forward variables ``[T, B, S]`` (frame max 0), per-frame shifts ``[T, B]``, last alpha."""
     num_frames = tf.shape(log_emissions)[0]
@@ -105,7 +105,7 @@ def _forward(log_emissions, log_skip, logit_length):
     return alphas.stack(), shifts.stack(), alpha_last
 
 
-@_compiled
+@compiled
 def _backward(log_emissions, log_skip_next, log_final, logit_length):
     """Log backward variables ``[T, B, S]``, excluding frame t's emission (frame max 0)."""
     num_frames = tf.shape(log_emissions)[0]
@@ -157,7 +157,7 @@ def _transition_weights(neighbours):
     return [tf.exp(x - total) for x in neighbours]
 
 
-@_compiled
+@compiled
 def prefix_scores(log_alpha, log_skip, state_direction, logit_length):
     """``E[sum_{t' <= t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
     num_frames = tf.shape(log_alpha)[0]
@@ -182,7 +182,7 @@ def prefix_scores(log_alpha, log_skip, state_direction, logit_length):
     return prefixes.stack()
 
 
-@_compiled
+@compiled
 def suffix_scores(log_emissions, log_beta, log_skip_next, state_direction, logit_length):
     """``E[sum_{t' > t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
     num_frames = tf.shape(log_beta)[0]

@@ -1,17 +1,19 @@
 """Between class space (``[B, T, K]``, like the logits) and lattice state space.
 
 State-space tensors are time-major ``[T, B, S]`` (the recursions step over T). The
-functions that touch whole ``[B, T, K]`` / ``[T, B, S]`` tensors are XLA-compiled
-so that masking, softmax, gathers, transposes and scatters fuse into few passes.
+functions that touch whole ``[B, T, K]`` / ``[T, B, S]`` tensors are compiled (XLA
+unless turned off, see _compile) so that masking, softmax, gathers, transposes and
+scatters fuse into few passes.
 """
 
 import tensorflow as tf
+
+from ctc_newton.losses._compile import compiled
 
 # Scattering states into classes with a one-hot matmul costs T B L K; beyond this many
 # classes a segment sum (T B S, but slow on CPU) is cheaper.
 _ONE_HOT_MAX_CLASSES = 1024
 
-_compiled = tf.function(autograph=False, reduce_retracing=True, jit_compile=True)
 
 
 def uses_one_hot(num_classes) -> bool:
@@ -62,7 +64,7 @@ def _masked(mask, x):
     return tf.where(mask, x, tf.zeros_like(x))
 
 
-@_compiled
+@compiled
 def emissions(logits, frame_mask, states, state_mask):
     """Softmax ``[B, T, K]`` and state log-emissions ``[T, B, S]`` (padded frames zeroed)."""
     # Padded frames may hold NaN/inf: replace them before anything touches them.
@@ -70,7 +72,7 @@ def emissions(logits, frame_mask, states, state_mask):
     return tf.exp(log_probs), gather_states(log_probs, states) + tf.math.log(state_mask)
 
 
-@_compiled
+@compiled
 def gradient(probs, log_alpha, log_beta, states, live, one_hot):
     """``softmax - occupancy`` on live frames ``[B, T, K]``."""
     occupied = scatter_states(occupancy(log_alpha, log_beta), states, tf.shape(probs)[2],
@@ -78,14 +80,14 @@ def gradient(probs, log_alpha, log_beta, states, live, one_hot):
     return _masked(live, probs - occupied)
 
 
-@_compiled
+@compiled
 def direction(vector, live, states):
     """The masked direction ``[B, T, K]`` and its values at the states ``[T, B, S]``."""
     vector = _masked(live, vector)
     return vector, gather_states(vector, states)
 
 
-@_compiled
+@compiled
 def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, live,
                     one_hot):
     """Exact Hessian times ``vector`` from the prefix/suffix expected path scores.
@@ -101,7 +103,7 @@ def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, 
     return _masked(live, softmax_hessian_product(probs, vector) - coupled)
 
 
-@_compiled
+@compiled
 def gauss_newton_product(probs, vector, live):
     """The frame-wise softmax Hessian times ``vector`` on live frames."""
     return _masked(live, softmax_hessian_product(probs, _masked(live, vector)))

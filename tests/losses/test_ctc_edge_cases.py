@@ -110,3 +110,31 @@ def test_tf_function_does_not_retrace_for_new_lengths(rng):
         eager = ctc_loss(labels, logits, lengths, frames_each)
         np.testing.assert_allclose(loss.numpy(), eager.numpy().sum(), rtol=1e-5)
     assert len(traces) == 1
+
+
+def test_same_results_with_and_without_xla(rng):
+    from ctc_newton.losses import set_xla, xla_enabled
+
+    logits = rng.standard_normal((3, 9, 5))
+    labels = np.array([[1, 2, 2], [3, 0, 0], [4, 1, 0]], np.int32)
+    v = tf.constant(rng.standard_normal(logits.shape))
+
+    def products():
+        x = tf.constant(logits)
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                loss = ctc_loss(labels, x, [3, 1, 2], [9, 7, 5])
+            grad = inner.gradient(loss, x)
+        return loss, grad, outer.gradient(grad, x, output_gradients=v)
+
+    assert xla_enabled()
+    with_xla = products()
+    set_xla(False)
+    try:
+        without_xla = products()
+    finally:
+        set_xla(True)
+    for a, b in zip(with_xla, without_xla):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
