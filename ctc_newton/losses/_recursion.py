@@ -36,6 +36,8 @@ class ForwardBackward(NamedTuple):
         (frozen after ``logit_length``).
       log_beta: ``[T, B, S]`` log backward variables, excluding frame t's
         emission, frame max shifted to 0.
+      alpha_shift: ``[T, B]`` what was subtracted from each frame of ``log_alpha``.
+      beta_shift: ``[T, B]`` what was subtracted from each frame of ``log_beta``.
       log_likelihood: ``[B]`` ``log p(labels | logits)``; ``-inf`` where no
         alignment has positive probability.
     """
@@ -43,6 +45,8 @@ class ForwardBackward(NamedTuple):
     log_emissions: tf.Tensor
     log_alpha: tf.Tensor
     log_beta: tf.Tensor
+    alpha_shift: tf.Tensor
+    beta_shift: tf.Tensor
     log_likelihood: tf.Tensor
 
 
@@ -107,22 +111,26 @@ def _forward(log_emissions, log_skip, logit_length):
 
 @compiled
 def _backward(log_emissions, log_skip_next, log_final, logit_length):
-    """Log backward variables ``[T, B, S]``, excluding frame t's emission (frame max 0)."""
+    """Log backward variables ``[T, B, S]``, excluding frame t's emission (frame max 0),
+    and the per-frame shifts ``[T, B]``."""
     num_frames = tf.shape(log_emissions)[0]
     last_frame = logit_length - 1
 
-    def body(i, beta, betas):
+    def body(i, beta, betas, shifts):
         t = num_frames - 1 - i
         following = log_emissions[tf.minimum(t + 1, num_frames - 1)] + beta
-        new_beta, _ = _shift_to_zero(_logsumexp3(*_successors(following, log_skip_next)))
-        beta = tf.where((t >= last_frame)[:, tf.newaxis], log_final, new_beta)
-        return i + 1, beta, betas.write(t, beta)
+        new_beta, shift = _shift_to_zero(_logsumexp3(*_successors(following, log_skip_next)))
+        at_end = t >= last_frame
+        beta = tf.where(at_end[:, tf.newaxis], log_final, new_beta)
+        shift = tf.where(at_end, tf.zeros_like(shift), shift)
+        return i + 1, beta, betas.write(t, beta), shifts.write(t, shift)
 
-    _, _, betas = tf.while_loop(
+    _, _, betas, shifts = tf.while_loop(
         lambda i, *_: i < num_frames, body,
-        (tf.constant(0), log_final, _array(log_emissions, num_frames, log_final)),
+        (tf.constant(0), log_final, _array(log_emissions, num_frames, log_final),
+         _array(log_emissions, num_frames, logit_length)),
         maximum_iterations=num_frames)
-    return betas.stack()
+    return betas.stack(), shifts.stack()
 
 
 def _array(like, size, element):
@@ -142,30 +150,53 @@ def forward_backward(log_emissions, lattice: Lattice, logit_length) -> ForwardBa
       A `ForwardBackward`.
     """
     log_final = tf.math.log(lattice.final)
-    log_alpha, shifts, alpha_last = _forward(log_emissions, tf.math.log(lattice.skip),
-                                             logit_length)
-    log_beta = _backward(log_emissions, tf.math.log(lattice.skip_next), log_final,
-                         logit_length)
+    log_alpha, alpha_shift, alpha_last = _forward(log_emissions, tf.math.log(lattice.skip),
+                                                  logit_length)
+    log_beta, beta_shift = _backward(log_emissions, tf.math.log(lattice.skip_next), log_final,
+                                     logit_length)
     terminal = tf.reduce_logsumexp(alpha_last + log_final, axis=1)
-    log_likelihood = tf.reduce_sum(shifts, axis=0) + terminal
-    return ForwardBackward(log_emissions, log_alpha, log_beta, log_likelihood)
+    log_likelihood = tf.reduce_sum(alpha_shift, axis=0) + terminal
+    return ForwardBackward(log_emissions, log_alpha, log_beta, alpha_shift, beta_shift,
+                           log_likelihood)
 
 
-def _transition_weights(neighbours):
-    """Normalized weights ``exp(x_j - logsumexp_j x_j)`` of the three neighbours of each state."""
-    total = _finite_or_zero(_logsumexp3(*neighbours))
-    return [tf.exp(x - total) for x in neighbours]
+def _transition_weights(neighbours, log_total):
+    """Weights ``exp(x_j) / sum_j exp(x_j)`` of the three neighbours of each state.
+
+    ``log_total`` is the log of the sum as the recursion computed it; it is only an
+    offset against overflow, the division makes the weights sum to one exactly.
+    """
+    offset = _finite_or_zero(log_total)
+    weights = [tf.exp(x - offset) for x in neighbours]
+    total = weights[0] + weights[1] + weights[2]
+    total = tf.where(total > 0, total, tf.ones_like(total))
+    return [w / total for w in weights]
 
 
-@compiled
-def prefix_scores(log_alpha, log_skip, state_direction, logit_length):
-    """``E[sum_{t' <= t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
-    num_frames = tf.shape(log_alpha)[0]
+def _prefix_weight_terms(fb: ForwardBackward, log_skip, logit_length):
     # Transition weights into frame t come from alpha at t - 1 (the virtual start at t = 0).
     alpha_init = tf.math.log(tf.one_hot(tf.zeros_like(logit_length), tf.shape(log_skip)[1],
-                                        dtype=log_alpha.dtype))
-    previous = tf.concat([alpha_init[tf.newaxis], log_alpha[:-1]], axis=0)
-    w0, w1, w2 = _transition_weights(_predecessors(previous, log_skip))
+                                        dtype=fb.log_alpha.dtype))
+    previous = tf.concat([alpha_init[tf.newaxis], fb.log_alpha[:-1]], axis=0)
+    # The forward pass computed alpha_t = logsumexp(predecessors) + emission - shift.
+    log_total = fb.log_alpha - fb.log_emissions + fb.alpha_shift[:, :, tf.newaxis]
+    return _transition_weights(_predecessors(previous, log_skip), log_total)
+
+
+def _suffix_weight_terms(fb: ForwardBackward, log_skip_next):
+    # Transition weights out of frame t come from emission + beta at t + 1.
+    following = tf.concat([fb.log_emissions[1:] + fb.log_beta[1:],
+                           tf.fill(tf.shape(fb.log_beta[:1]),
+                                   tf.constant(-float("inf"), fb.log_beta.dtype))], axis=0)
+    # The backward pass computed beta_t = logsumexp(successors) - shift.
+    log_total = fb.log_beta + fb.beta_shift[:, :, tf.newaxis]
+    return _transition_weights(_successors(following, log_skip_next), log_total)
+
+
+def _prefix_loop(weights, state_direction, logit_length):
+    """``prefix_t = sum_j w_j prefix_{t-1}(s_j) + v_t``, frozen past ``logit_length``."""
+    num_frames = tf.shape(state_direction)[0]
+    w0, w1, w2 = weights
 
     def body(t, prefix, prefixes):
         padded = tf.pad(prefix, [[0, 0], [2, 0]])
@@ -174,38 +205,75 @@ def prefix_scores(log_alpha, log_skip, state_direction, logit_length):
         prefix = tf.where((t < logit_length)[:, tf.newaxis], new_prefix, prefix)
         return t + 1, prefix, prefixes.write(t, prefix)
 
-    zeros = tf.zeros_like(alpha_init)
+    zeros = tf.zeros_like(state_direction[0])
     _, _, prefixes = tf.while_loop(
         lambda t, *_: t < num_frames, body,
-        (tf.constant(0), zeros, _array(log_alpha, num_frames, zeros)),
+        (tf.constant(0), zeros, _array(state_direction, num_frames, zeros)),
         maximum_iterations=num_frames)
     return prefixes.stack()
 
 
-@compiled
-def suffix_scores(log_emissions, log_beta, log_skip_next, state_direction, logit_length):
-    """``E[sum_{t' > t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
-    num_frames = tf.shape(log_beta)[0]
+def _suffix_loop(weights, state_direction, logit_length):
+    """``suffix_t = sum_j u_j (suffix_{t+1}(s_j) + v_{t+1}(s_j))``, zero from the last frame."""
+    num_frames = tf.shape(state_direction)[0]
     last_frame = logit_length - 1
-    # Transition weights out of frame t come from emission + beta at t + 1.
-    following = tf.concat([log_emissions[1:] + log_beta[1:],
-                           tf.fill(tf.shape(log_beta[:1]),
-                                   tf.constant(-float("inf"), log_beta.dtype))], axis=0)
-    u0, u1, u2 = _transition_weights(_successors(following, log_skip_next))
-    following_direction = tf.concat(
-        [state_direction[1:], tf.zeros_like(state_direction[:1])], axis=0)
+    u0, u1, u2 = weights
 
     def body(i, suffix, suffixes):
         t = num_frames - 1 - i
-        ahead = suffix + following_direction[t]
+        ahead = suffix + state_direction[tf.minimum(t + 1, num_frames - 1)]
         padded = tf.pad(ahead, [[0, 0], [0, 2]])
         new_suffix = u0[t] * ahead + u1[t] * padded[:, 1:-1] + u2[t] * padded[:, 2:]
         suffix = tf.where((t >= last_frame)[:, tf.newaxis], tf.zeros_like(suffix), new_suffix)
         return i + 1, suffix, suffixes.write(t, suffix)
 
-    zeros = tf.zeros_like(log_beta[0])
+    zeros = tf.zeros_like(state_direction[0])
     _, _, suffixes = tf.while_loop(
         lambda i, *_: i < num_frames, body,
-        (tf.constant(0), zeros, _array(log_beta, num_frames, zeros)),
+        (tf.constant(0), zeros, _array(state_direction, num_frames, zeros)),
         maximum_iterations=num_frames)
     return suffixes.stack()
+
+
+# Two ways to run the score recursions. For one product, computing the transition
+# weights inside the compiled loop is fastest (XLA fuses them into the loop body).
+# For many products at one point (a CG solve), the weights are computed once and
+# stored ([3, T, B, S] per direction), and each product is only the linear loops.
+@compiled
+def prefix_scores_at(fb: ForwardBackward, log_skip, state_direction, logit_length):
+    """``E[sum_{t' <= t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
+    return _prefix_loop(_prefix_weight_terms(fb, log_skip, logit_length), state_direction,
+                        logit_length)
+
+
+@compiled
+def suffix_scores_at(fb: ForwardBackward, log_skip_next, state_direction, logit_length):
+    """``E[sum_{t' > t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
+    return _suffix_loop(_suffix_weight_terms(fb, log_skip_next), state_direction,
+                        logit_length)
+
+
+@compiled
+def prefix_weights(fb: ForwardBackward, log_skip, logit_length):
+    """``[3, T, B, S]`` forward transition probabilities into each state from ``s``,
+    ``s - 1`` and ``s - 2``, given the state (they depend on the point, not on ``v``)."""
+    return tf.stack(_prefix_weight_terms(fb, log_skip, logit_length))
+
+
+@compiled
+def suffix_weights(fb: ForwardBackward, log_skip_next):
+    """``[3, T, B, S]`` backward transition probabilities out of each state to ``s``,
+    ``s + 1`` and ``s + 2`` at the next frame, given the state."""
+    return tf.stack(_suffix_weight_terms(fb, log_skip_next))
+
+
+@compiled
+def prefix_scores(weights, state_direction, logit_length):
+    """`prefix_scores_at` from stored `prefix_weights`."""
+    return _prefix_loop(tf.unstack(weights, 3), state_direction, logit_length)
+
+
+@compiled
+def suffix_scores(weights, state_direction, logit_length):
+    """`suffix_scores_at` from stored `suffix_weights`."""
+    return _suffix_loop(tf.unstack(weights, 3), state_direction, logit_length)

@@ -65,11 +65,17 @@ def _masked(mask, x):
 
 
 @compiled
-def emissions(logits, frame_mask, states, state_mask):
-    """Softmax ``[B, T, K]`` and state log-emissions ``[T, B, S]`` (padded frames zeroed)."""
-    # Padded frames may hold NaN/inf: replace them before anything touches them.
-    log_probs = tf.nn.log_softmax(_masked(frame_mask[:, :, tf.newaxis], logits))
-    return tf.exp(log_probs), gather_states(log_probs, states) + tf.math.log(state_mask)
+def log_probabilities(logits, frame_mask):
+    """Log-softmax ``[B, T, K]``, padded frames replaced by zeros first (they may hold NaN)."""
+    return tf.nn.log_softmax(_masked(frame_mask[:, :, tf.newaxis], logits))
+
+
+# Kept apart from log_probabilities: XLA on CPU fuses a softmax output with a gather
+# output into one slow loop (6x slower at B=64, T=500, K=128).
+@compiled
+def state_log_emissions(log_probs, states, state_mask):
+    """``[T, B, S]`` log-probability of each state's class, ``-inf`` on padding states."""
+    return gather_states(log_probs, states) + tf.math.log(state_mask)
 
 
 @compiled
@@ -81,10 +87,10 @@ def gradient(probs, log_alpha, log_beta, states, live, one_hot):
 
 
 @compiled
-def direction(vector, live, states):
-    """The masked direction ``[B, T, K]`` and its values at the states ``[T, B, S]``."""
-    vector = _masked(live, vector)
-    return vector, gather_states(vector, states)
+def state_direction(vector, frame_mask, states):
+    """A direction's values at the states ``[T, B, S]``, zero on dead frames."""
+    gathered = gather_states(vector, states)
+    return _masked(tf.transpose(frame_mask, [1, 0, 2]), gathered)
 
 
 @compiled
@@ -92,7 +98,8 @@ def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, 
                     one_hot):
     """Exact Hessian times ``vector`` from the prefix/suffix expected path scores.
 
-    The coupling term is the posterior covariance of the state indicators with the
+    ``vector`` may hold anything on dead frames: the frame-wise term does not mix
+    frames and the result is masked. The coupling term is the posterior covariance of the state indicators with the
     path score: ``occupancy * (q - E[q])``, ``q = prefix + suffix``.
     """
     occupied = occupancy(log_alpha, log_beta)

@@ -11,9 +11,9 @@ from typing import Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton.losses import _states, _validation
+from ctc_newton.losses import _recursion, _states, _validation
 from ctc_newton.losses._lattice import Lattice, build_lattice
-from ctc_newton.losses._recursion import forward_backward, prefix_scores, suffix_scores
+from ctc_newton.losses._recursion import forward_backward
 
 __all__ = ["ctc_loss", "ctc_hessian_vector_product", "ctc_gauss_newton_vector_product",
            "CTCPoint"]
@@ -48,10 +48,14 @@ class CTCPoint:
         logits = tf.stop_gradient(logits)
         self._one_hot = _states.uses_one_hot(logits.shape[2])
         frame_mask = tf.range(tf.shape(logits)[1])[tf.newaxis, :] < logit_length[:, tf.newaxis]
-        self.probs, log_emissions = _states.emissions(logits, frame_mask, lattice.states,
-                                                      lattice.state_mask)
+        log_probs = _states.log_probabilities(logits, frame_mask)
+        self.probs = tf.exp(log_probs)
+        log_emissions = _states.state_log_emissions(log_probs, lattice.states,
+                                                    lattice.state_mask)
         self.fb = forward_backward(log_emissions, lattice, logit_length)
         self.logit_length = logit_length
+        self._weights = None  # transition weights, stored from the second product on
+        self._products = 0
         loss = -self.fb.log_likelihood
         finite = lattice.feasible & tf.math.is_finite(loss)
         fallback = 0.0 if zero_infinity else float("inf")
@@ -70,13 +74,25 @@ class CTCPoint:
 
     def hessian_vector_product(self, vector):
         """``[B, T, K]`` the exact Hessian of ``sum_b loss_b`` times ``vector``."""
-        vector, state_direction = _states.direction(tf.stop_gradient(vector), self.live,
-                                                    self.lattice.states)
-        prefix = prefix_scores(self.fb.log_alpha, tf.math.log(self.lattice.skip),
-                               state_direction, self.logit_length)
-        suffix = suffix_scores(self.fb.log_emissions, self.fb.log_beta,
-                               tf.math.log(self.lattice.skip_next), state_direction,
-                               self.logit_length)
+        vector = tf.stop_gradient(vector)
+        state_direction = _states.state_direction(vector, self.live, self.lattice.states)
+        log_skip = tf.math.log(self.lattice.skip)
+        log_skip_next = tf.math.log(self.lattice.skip_next)
+        self._products += 1
+        if self._products == 1:  # One product: fused weights are fastest.
+            prefix = _recursion.prefix_scores_at(self.fb, log_skip, state_direction,
+                                                 self.logit_length)
+            suffix = _recursion.suffix_scores_at(self.fb, log_skip_next, state_direction,
+                                                 self.logit_length)
+        else:  # Several at this point: store the transition weights once.
+            if self._weights is None:
+                self._weights = (
+                    _recursion.prefix_weights(self.fb, log_skip, self.logit_length),
+                    _recursion.suffix_weights(self.fb, log_skip_next))
+            prefix = _recursion.prefix_scores(self._weights[0], state_direction,
+                                              self.logit_length)
+            suffix = _recursion.suffix_scores(self._weights[1], state_direction,
+                                              self.logit_length)
         return _states.hessian_product(self.probs, vector, self.fb.log_alpha, self.fb.log_beta,
                                        prefix, suffix, self.lattice.states, self.live,
                                        self._one_hot)

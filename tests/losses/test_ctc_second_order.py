@@ -185,3 +185,19 @@ def test_hvp_through_keras_model_matches_finite_differences(rng, layer):
                               keras.layers.Dense(5, dtype="float64")])
     inputs = tf.constant(rng.standard_normal((2, 7, 3)))
     model_hvp_check(model, inputs, rng)
+
+
+def test_repeated_products_at_one_point_reuse_stored_weights(point):
+    from ctc_newton.losses._lattice import build_lattice
+    from ctc_newton.losses.ctc import CTCPoint
+
+    x, v, u = point
+    lattice = build_lattice(tf.constant(LABELS), tf.constant(LABEL_LENGTH),
+                            tf.constant(LOGIT_LENGTH), 0, tf.float64)
+    at = CTCPoint(tf.constant(x), lattice, tf.constant(LOGIT_LENGTH))
+    first = at.hessian_vector_product(tf.constant(v)).numpy()  # fused weights
+    again = at.hessian_vector_product(tf.constant(v)).numpy()  # stored weights
+    other = at.hessian_vector_product(tf.constant(u)).numpy()
+    assert at._weights is not None
+    np.testing.assert_allclose(again, first, atol=1e-13)
+    np.testing.assert_allclose(other, tape_hvp(x, u), atol=1e-13)
