@@ -136,7 +136,7 @@ def jax_functions(shape):
 
 def describe(error):
     """The informative line of a (possibly long, graph-mode) error."""
-    found = re.findall(r"(\w+Error: [^\n]{0,90})", str(error))
+    found = re.findall(r"(\w+Error: [^\n]{0,40})", str(error))
     return found[-1].strip() if found else type(error).__name__
 
 

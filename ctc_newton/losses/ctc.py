@@ -6,6 +6,8 @@ forward-backward recursions. Nested ``tf.GradientTape``s therefore give exact
 second derivatives w.r.t. the logits and, through any model, w.r.t. its weights.
 """
 
+import contextlib
+import threading
 from typing import Optional, Union
 
 import numpy as np
@@ -16,7 +18,31 @@ from ctc_newton.losses._lattice import Lattice, build_lattice
 from ctc_newton.losses._recursion import forward_backward
 
 __all__ = ["ctc_loss", "ctc_hessian_vector_product", "ctc_gauss_newton_vector_product",
-           "CTCPoint"]
+           "CTCPoint", "gauss_newton_curvature"]
+
+_mode = threading.local()
+
+
+@contextlib.contextmanager
+def gauss_newton_curvature():
+    """Within this context, the second derivative of `ctc_loss` is its Gauss-Newton.
+
+    Differentiating the gradient of a `ctc_loss` created here gives the PSD CTC
+    Gauss-Newton product (the frame-wise softmax Hessian, occupancies held fixed)
+    instead of the exact, indefinite Hessian product. Composed with any reduction
+    or weighting around the loss, nested tapes then give the output-space matrix
+    of the generalized Gauss-Newton ``J^T H_out J``. The loss value and gradient
+    are unchanged. Used by `ctc_newton.curvature.CurvatureOracle`.
+
+    Yields:
+      None.
+    """
+    previous = getattr(_mode, "gauss_newton", False)
+    _mode.gauss_newton = True
+    try:
+        yield
+    finally:
+        _mode.gauss_newton = previous
 
 TensorLike = Union[tf.Tensor, np.ndarray, list]
 
@@ -151,8 +177,9 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
     return logits, lattice, logit_length
 
 
-def _hessian_op(point: CTCPoint, vector, logits):
-    """``point.hessian_vector_product(vector)`` as an op whose own derivative raises.
+def _hessian_op(point: CTCPoint, vector, logits, gauss_newton: bool):
+    """``point.hessian_vector_product(vector)`` (or the Gauss-Newton product) as an op
+    whose own derivative raises.
 
     Connecting it to ``logits`` makes a third derivative fail loudly instead of
     coming back as None (the products are computed with explicit formulas).
@@ -166,6 +193,8 @@ def _hessian_op(point: CTCPoint, vector, logits):
             raise LookupError("ctc_newton.ctc_loss supports derivatives up to second order; "
                               "a third derivative was requested.")
 
+        if gauss_newton:
+            return point.gauss_newton_vector_product(v), third_order
         return point.hessian_vector_product(v), third_order
 
     return op(vector, logits)
@@ -225,6 +254,8 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
             labels, logits, label_length, logit_length, logits_time_major, blank_index,
             validate_args)
 
+        gauss_newton = getattr(_mode, "gauss_newton", False)
+
         @tf.custom_gradient
         def loss_fn(x):
             point = CTCPoint(x, lattice, logit_length, zero_infinity)
@@ -232,7 +263,7 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
             @tf.custom_gradient
             def gradient_fn(y):
                 # The point already holds everything at y.
-                return point.gradient(), lambda u: _hessian_op(point, u, y)
+                return point.gradient(), lambda u: _hessian_op(point, u, y, gauss_newton)
 
             def backward(upstream):
                 return upstream[:, tf.newaxis, tf.newaxis] * gradient_fn(x)

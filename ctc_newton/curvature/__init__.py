@@ -1,0 +1,8 @@
+"""Curvature of a loss at a point: one interface that every optimizer consumes."""
+
+from ctc_newton.curvature.operators import CurvatureOperator
+from ctc_newton.curvature.oracle import CurvatureOracle
+from ctc_newton.curvature.vectors import add_scaled, dot, flatten, norm, scale, unflatten
+
+__all__ = ["CurvatureOracle", "CurvatureOperator", "flatten", "unflatten", "dot", "norm",
+           "add_scaled", "scale"]

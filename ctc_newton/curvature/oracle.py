@@ -1,0 +1,454 @@
+"""`CurvatureOracle`: loss, gradient and curvature products of one batch at one point.
+
+Every optimizer of ctc_newton consumes curvature through this interface. The
+oracle *linearizes* once: it records the forward pass (and what each product
+needs) on persistent tapes, so the dozens of products of a CG solve run only
+backward passes and never re-run the model, re-sample dropout or touch BatchNorm
+statistics again. Used inside one ``tf.function`` trace, the recording becomes
+graph structure and each product is a fixed set of ops.
+
+Products:
+- exact Hessian: reverse-over-reverse through the whole loss;
+- generalized Gauss-Newton ``J^T H_out J v`` (+ the exact Hessian of the weight
+  regularizers): ``J v`` by the double-VJP trick, ``H_out`` by differentiating
+  the output loss twice w.r.t. the outputs (with the CTC loss switched to its
+  PSD Gauss-Newton, see `ctc_newton.losses.gauss_newton_curvature`), ``J^T``
+  by one VJP. PSD whenever the output loss is convex in the outputs (CTC's
+  Gauss-Newton, cross-entropy from logits, MSE).
+"""
+
+from typing import Callable, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ctc_newton.curvature import vectors
+from ctc_newton.losses.ctc import gauss_newton_curvature
+
+__all__ = ["CurvatureOracle"]
+
+KINDS = ("hessian", "gauss_newton")
+
+
+def _copy_with_mask(tensor):
+    """A tape-independent copy of an output that keeps its Keras mask."""
+    copy = tf.identity(tf.stop_gradient(tensor))
+    mask = getattr(tensor, "_keras_mask", None)
+    if mask is not None:
+        try:
+            copy._keras_mask = mask
+        except AttributeError:  # some tensor types do not take attributes
+            pass
+    return copy
+
+
+class CurvatureOracle:
+    """Loss, gradient and curvature products for a fixed batch at a fixed point.
+
+    Vectors are structured like ``variables`` (lists of tensors of their shapes);
+    `ctc_newton.curvature.flatten`/`unflatten` convert for flat-vector users.
+
+    Build it with `from_keras`, `from_function` or `from_outputs`. After the
+    variables change, call `linearize` (or build a new oracle) to move the point.
+
+    Args:
+      variables: the ``tf.Variable``s the loss is a function of.
+      loss_fn: ``() -> scalar`` the whole loss (Hessian products only), or None.
+      outputs_fn: ``() -> outputs`` the model outputs (any nest of tensors).
+      output_loss_fn: ``outputs -> scalar`` the loss of the outputs.
+      regularization_fn: ``() -> scalar`` loss terms of the weights alone (e.g.
+        ``model.losses``), evaluated after ``outputs_fn``.
+      per_example_fn: ``outputs -> [B]`` each example's contribution to the
+        loss (for the squared-gradient diagonal), or None.
+      restore_variables: variables whose values the forward pass may change as a
+        side effect (BatchNorm statistics) and that linearizing must leave alone.
+    """
+
+    def __init__(self, variables: Sequence[tf.Variable], *,
+                 loss_fn: Optional[Callable[[], tf.Tensor]] = None,
+                 outputs_fn: Optional[Callable[[], object]] = None,
+                 output_loss_fn: Optional[Callable[[object], tf.Tensor]] = None,
+                 regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
+                 per_example_fn: Optional[Callable[[object], tf.Tensor]] = None,
+                 restore_variables: Sequence[tf.Variable] = ()):
+        self.variables = list(variables)
+        # Tapes take the backing tf.Variable of a Keras variable (its own dtype is a string,
+        # which breaks zero-filled unconnected gradients).
+        self._sources = [v.value if isinstance(v, keras.Variable) else v
+                         for v in self.variables]
+        if not self.variables:
+            raise ValueError("`variables` is empty: the oracle needs at least one variable.")
+        if (loss_fn is None) == (outputs_fn is None):
+            raise ValueError("Give either `loss_fn` or `outputs_fn` with `output_loss_fn`.")
+        if outputs_fn is not None and output_loss_fn is None:
+            raise ValueError("`outputs_fn` needs `output_loss_fn`.")
+        self._loss_fn = loss_fn
+        self._outputs_fn = outputs_fn
+        self._output_loss_fn = output_loss_fn
+        self._regularization_fn = regularization_fn
+        self._per_example_fn = per_example_fn
+        self._restore = list(restore_variables)
+        self.num_function_evaluations = 0
+        self.num_gradient_evaluations = 0
+        self.num_curvature_products = 0
+        self.linearize()
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_function(cls, fn: Callable[[], tf.Tensor],
+                      variables: Sequence[tf.Variable]) -> "CurvatureOracle":
+        """An oracle for any twice-differentiable scalar function of ``variables``.
+
+        Args:
+          fn: ``() -> scalar`` reading the variables.
+          variables: the variables.
+
+        Returns:
+          A `CurvatureOracle` with value, gradient, Hessian products and the
+          Hutchinson diagonal (no Gauss-Newton: that needs an output/loss split,
+          see `from_outputs`).
+        """
+        return cls(variables, loss_fn=fn)
+
+    @classmethod
+    def from_outputs(cls, outputs_fn: Callable[[], object],
+                     output_loss_fn: Callable[[object], tf.Tensor],
+                     variables: Sequence[tf.Variable], *,
+                     regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
+                     per_example_fn=None) -> "CurvatureOracle":
+        """An oracle for ``output_loss_fn(outputs_fn())``, with Gauss-Newton products.
+
+        Args:
+          outputs_fn: ``() -> outputs``, e.g. a model applied to a batch.
+          output_loss_fn: ``outputs -> scalar``; its Hessian w.r.t. the outputs is
+            the middle of the Gauss-Newton matrix (for `ctc_newton.ctc_loss`, its
+            PSD Gauss-Newton).
+          variables: the variables.
+          regularization_fn: ``() -> scalar`` terms of the weights alone.
+          per_example_fn: ``outputs -> [B]`` per-example loss contributions.
+
+        Returns:
+          A `CurvatureOracle`.
+        """
+        return cls(variables, outputs_fn=outputs_fn, output_loss_fn=output_loss_fn,
+                   regularization_fn=regularization_fn, per_example_fn=per_example_fn)
+
+    @classmethod
+    def from_keras(cls, model, loss, x, y, sample_weight=None, *,
+                   training: bool = True) -> "CurvatureOracle":
+        """An oracle for a Keras model, a loss and one batch, as ``model.fit`` sees it.
+
+        The value is ``loss(y, model(x, training), sample_weight) + sum(model.losses)``
+        with the loss's own reduction (Keras' default: mean over the batch), so the
+        gradient equals the one ``fit`` computes. Masks of the model output reach
+        the loss. Dropout masks are drawn once per linearization; BatchNorm
+        statistics are left as they were.
+
+        Args:
+          model: a built Keras 3 model (Sequential, functional or subclassed).
+          loss: a ``keras.losses.Loss``, a loss function, or a name Keras knows.
+          x: the inputs of the batch.
+          y: the targets of the batch.
+          sample_weight: optional ``[B]`` weights.
+          training: the ``training`` flag of the forward pass.
+
+        Returns:
+          A `CurvatureOracle` over ``model.trainable_variables``.
+        """
+        from keras.src.losses.losses import LossFunctionWrapper  # what compile() wraps with
+
+        if isinstance(loss, str):
+            loss = keras.losses.get(loss)
+        if not isinstance(loss, keras.losses.Loss):
+            if not callable(loss):
+                raise TypeError(f"`loss` must be a Keras loss, a function or a name; "
+                                f"got {loss!r}.")
+            loss = LossFunctionWrapper(loss)
+        if not model.trainable_variables:
+            raise ValueError("`model` has no trainable variables; build it (call it once) "
+                             "before making an oracle.")
+
+        def per_example(outputs):
+            config = dict(loss.get_config(), reduction=None)
+            unreduced = type(loss).from_config(config)
+            values = unreduced(y, outputs)
+            values = tf.reshape(values, [tf.shape(values)[0], -1])
+            if sample_weight is not None:
+                values = values * tf.cast(tf.reshape(sample_weight, [-1, 1]), values.dtype)
+            # "sum_over_batch_size": the batch mean; "sum": the sum.
+            count = 1.0 if loss.reduction == "sum" else tf.cast(tf.size(values), values.dtype)
+            return tf.reduce_sum(values, axis=1) / count
+
+        def regularization():
+            return tf.add_n(model.losses)
+
+        return cls(model.trainable_variables,
+                   outputs_fn=lambda: model(x, training=training),
+                   output_loss_fn=lambda outputs: loss(y, outputs, sample_weight),
+                   regularization_fn=regularization if model.losses else None,
+                   per_example_fn=per_example,
+                   restore_variables=model.non_trainable_variables)
+
+    # ------------------------------------------------------------------ point
+    def linearize(self) -> "CurvatureOracle":
+        """Records the loss at the variables' current values; products reuse it.
+
+        Returns:
+          self.
+        """
+        saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
+        with tf.GradientTape(persistent=True) as tape:
+            if self._outputs_fn is not None:
+                outputs = self._outputs_fn()
+                data_loss = self._output_loss_fn(outputs)
+                regularization = (self._regularization_fn()
+                                  if self._regularization_fn is not None else None)
+                loss = data_loss if regularization is None else \
+                    data_loss + tf.cast(regularization, data_loss.dtype)
+            else:
+                outputs, regularization = None, None
+                loss = self._loss_fn()
+        for variable, value in zip(self._restore, saved):
+            variable.assign(value)
+        if loss.shape.rank != 0:
+            raise ValueError(f"The loss must be a scalar, got shape {loss.shape}.")
+        self._tape = tape
+        self._outputs = outputs
+        self._loss = loss
+        self._gradient = None
+        self._hessian_tape = None
+        self._jvp = None
+        self._output_hessian = None
+        self._regularization_hessian = None
+        self.num_function_evaluations += 1
+        return self
+
+    def value(self) -> tf.Tensor:
+        """The loss at the linearization point."""
+        return self._loss
+
+    def gradient(self) -> List[tf.Tensor]:
+        """The gradient at the linearization point (computed once)."""
+        if self._gradient is None:
+            self._gradient = self._tape.gradient(
+                self._loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            self.num_gradient_evaluations += 1
+        return self._gradient
+
+    def value_and_gradient(self):
+        """``(value, gradient)`` at the linearization point."""
+        return self.value(), self.gradient()
+
+    def evaluate(self) -> tf.Tensor:
+        """The loss at the variables' *current* values, without moving the point.
+
+        For line searches and trust-region ratios: one forward pass, no tape.
+        """
+        saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
+        if self._outputs_fn is not None:
+            value = self._output_loss_fn(self._outputs_fn())
+            if self._regularization_fn is not None:
+                value = value + tf.cast(self._regularization_fn(), value.dtype)
+        else:
+            value = self._loss_fn()
+        for variable, old in zip(self._restore, saved):
+            variable.assign(old)
+        self.num_function_evaluations += 1
+        return value
+
+    # ------------------------------------------------------------------ products
+    def _check(self, vector):
+        vector = list(vector)
+        if len(vector) != len(self.variables):
+            raise ValueError(f"The vector has {len(vector)} parts; the oracle has "
+                             f"{len(self.variables)} variables. Use "
+                             "ctc_newton.curvature.unflatten for flat vectors.")
+        return [tf.cast(tf.convert_to_tensor(v), source.dtype) for v, source in
+                zip(vector, self._sources)]
+
+    def hessian_vector_product(self, vector: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        """The exact Hessian of the loss times ``vector`` (reverse-over-reverse).
+
+        The first product at a point records the gradient on a persistent tape
+        (one more forward and backward pass); each product after that is one
+        backward pass through that recording.
+        """
+        vector = self._check(vector)
+        if self._hessian_tape is None:
+            saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
+            with tf.GradientTape(persistent=True) as outer:
+                with tf.GradientTape() as inner:
+                    loss = self._total_loss_for_hessian()
+                gradient = inner.gradient(loss, self._sources,
+                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            for variable, value in zip(self._restore, saved):
+                variable.assign(value)
+            self._hessian_tape = (outer, gradient)
+        outer, gradient = self._hessian_tape
+        self.num_curvature_products += 1
+        return outer.gradient(gradient, self._sources, output_gradients=vector,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def _total_loss_for_hessian(self):
+        if self._outputs_fn is None:
+            return self._loss_fn()
+        loss = self._output_loss_fn(self._outputs_fn())
+        if self._regularization_fn is not None:
+            loss = loss + tf.cast(self._regularization_fn(), loss.dtype)
+        return loss
+
+    def _require_outputs(self):
+        if self._outputs is None:
+            raise ValueError("Gauss-Newton products need the model outputs: build the "
+                             "oracle with from_keras or from_outputs, not from_function.")
+
+    def jacobian_vector_product(self, vector: Sequence[tf.Tensor]):
+        """``J v``: the change of the outputs along ``vector`` (double-VJP trick)."""
+        self._require_outputs()
+        vector = self._check(vector)
+        if self._jvp is None:
+            dummy = tf.nest.map_structure(tf.zeros_like, self._outputs)
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(dummy)
+                transposed = self._tape.gradient(
+                    self._outputs, self._sources, output_gradients=dummy,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            self._jvp = (tape, dummy, transposed)
+        tape, dummy, transposed = self._jvp
+        return tape.gradient(transposed, dummy, output_gradients=vector,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def vector_jacobian_product(self, output_vector) -> List[tf.Tensor]:
+        """``J^T u`` for ``u`` shaped like the outputs."""
+        self._require_outputs()
+        return self._tape.gradient(self._outputs, self._sources, output_gradients=output_vector,
+                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def output_hessian_product(self, output_vector):
+        """``H_out u``: the curvature of the output loss w.r.t. the outputs (PSD form)."""
+        self._require_outputs()
+        if self._output_hessian is None:
+            outputs = tf.nest.map_structure(_copy_with_mask, self._outputs)
+            with tf.GradientTape(persistent=True) as outer:
+                outer.watch(outputs)
+                with tf.GradientTape() as inner:
+                    inner.watch(outputs)
+                    with gauss_newton_curvature():
+                        loss = self._output_loss_fn(outputs)
+                gradient = inner.gradient(loss, outputs)
+            self._output_hessian = (outer, outputs, gradient)
+        outer, outputs, gradient = self._output_hessian
+        return outer.gradient(gradient, outputs, output_gradients=output_vector,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def _regularization_product(self, vector):
+        if self._regularization_fn is None:
+            return None
+        if self._regularization_hessian is None:
+            with tf.GradientTape(persistent=True) as outer:
+                with tf.GradientTape() as inner:
+                    value = self._regularization_fn()
+                gradient = inner.gradient(value, self._sources,
+                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            self._regularization_hessian = (outer, gradient)
+        outer, gradient = self._regularization_hessian
+        return outer.gradient(gradient, self._sources, output_gradients=vector,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def gauss_newton_vector_product(self, vector: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        """The generalized Gauss-Newton ``J^T H_out J v`` (+ regularizers' Hessian).
+
+        Raises:
+          ValueError: the oracle was built from a plain function (no outputs).
+        """
+        vector = self._check(vector)
+        product = self.vector_jacobian_product(
+            self.output_hessian_product(self.jacobian_vector_product(vector)))
+        regularization = self._regularization_product(vector)
+        if regularization is not None:
+            product = vectors.add_scaled(product, 1.0, regularization)
+        self.num_curvature_products += 1
+        return product
+
+    def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
+        """`hessian_vector_product` or `gauss_newton_vector_product` by name."""
+        if kind == "hessian":
+            return self.hessian_vector_product(vector)
+        if kind == "gauss_newton":
+            return self.gauss_newton_vector_product(vector)
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
+
+    # ------------------------------------------------------------------ diagonals
+    def squared_gradient_diagonal(self) -> List[tf.Tensor]:
+        """``sum_i g_i^2`` over the examples' gradients (Martens' preconditioner).
+
+        Raises:
+          ValueError: no per-example structure (an oracle from `from_function`).
+        """
+        if self._per_example_fn is None or self._outputs is None:
+            raise ValueError("Per-example gradients need a per-example loss: build the "
+                             "oracle with from_keras, or from_outputs(per_example_fn=...).")
+        with tf.GradientTape() as tape:
+            contributions = self._per_example_fn(self._outputs_fn())
+        try:
+            jacobians = tape.jacobian(contributions, self._sources,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        except (ValueError, NotImplementedError, tf.errors.OpError):
+            with tf.GradientTape() as tape:
+                contributions = self._per_example_fn(self._outputs_fn())
+            jacobians = tape.jacobian(contributions, self._sources,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                                      experimental_use_pfor=False)
+        return [tf.reduce_sum(tf.square(j), axis=0) for j in jacobians]
+
+    def hutchinson_diagonal(self, kind: str = "gauss_newton", num_samples: int = 10,
+                            seed: Optional[int] = None) -> List[tf.Tensor]:
+        """Unbiased estimate of the Hessian or Gauss-Newton diagonal, ``E[z * (A z)]``.
+
+        Args:
+          kind: ``"hessian"`` or ``"gauss_newton"``.
+          num_samples: number of Rademacher probes.
+          seed: seed for the probes.
+
+        Returns:
+          A structured vector.
+        """
+        if num_samples < 1:
+            raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
+        rng = tf.random.Generator.from_seed(seed) if seed is not None else \
+            tf.random.Generator.from_non_deterministic_state()
+        total = vectors.zeros_like(self.variables)
+        for _ in range(num_samples):
+            probe = [tf.cast(2 * rng.uniform(tf.shape(v), 0, 2, dtype=tf.int32) - 1, v.dtype)
+                     for v in self.variables]
+            product = self.curvature_vector_product(probe, kind)
+            total = [t + p * z for t, p, z in zip(total, product, probe)]
+        return vectors.scale(1.0 / num_samples, total)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def size(self) -> int:
+        """Total number of scalar parameters."""
+        return int(sum(v.shape.num_elements() for v in self.variables))
+
+    def as_linear_operator(self, kind: str = "gauss_newton", damping: float = 0.0):
+        """A ``tf.linalg.LinearOperator`` over flat vectors: ``A + damping I``."""
+        from ctc_newton.curvature.operators import CurvatureOperator
+        return CurvatureOperator(self, kind, damping)
+
+    def as_scipy_linear_operator(self, kind: str = "gauss_newton", damping: float = 0.0):
+        """A ``scipy.sparse.linalg.LinearOperator`` over flat float64 numpy vectors."""
+        from scipy.sparse.linalg import LinearOperator
+
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
+
+        def matvec(x):
+            x = np.asarray(x, np.float64).reshape(-1)
+            product = self.curvature_vector_product(
+                vectors.unflatten(tf.constant(x), self.variables), kind)
+            return vectors.flatten(product).numpy().astype(np.float64) + damping * x
+
+        n = self.size
+        return LinearOperator((n, n), matvec=matvec, rmatvec=matvec, dtype=np.float64)
