@@ -1,0 +1,42 @@
+"""A `CurvatureOracle` seen through flat vectors, with the variables it moves."""
+
+import tensorflow as tf
+
+from ctc_newton.curvature import flatten, unflatten
+
+
+class FlatProblem:
+    """Flat-vector access to an oracle's point, products and trial evaluations.
+
+    Args:
+      oracle: a `CurvatureOracle`; its variables are what the optimizer moves.
+    """
+
+    def __init__(self, oracle):
+        self.oracle = oracle
+        self.variables = oracle.variables
+        self.dtype = tf.as_dtype(self.variables[0].dtype)
+
+    def position(self) -> tf.Tensor:
+        return flatten([tf.cast(tf.convert_to_tensor(v), self.dtype) for v in self.variables])
+
+    def assign(self, flat: tf.Tensor) -> None:
+        for variable, value in zip(self.variables, unflatten(flat, self.variables)):
+            variable.assign(value)
+
+    def value(self) -> float:
+        return float(self.oracle.value())
+
+    def gradient(self) -> tf.Tensor:
+        return tf.cast(flatten(self.oracle.gradient()), self.dtype)
+
+    def product(self, kind: str):
+        def apply(v):
+            out = self.oracle.curvature_vector_product(unflatten(v, self.variables), kind)
+            return tf.cast(flatten(out), self.dtype)
+        return apply
+
+    def value_at(self, flat: tf.Tensor) -> float:
+        """The loss with the variables set to ``flat`` (left there)."""
+        self.assign(flat)
+        return float(self.oracle.evaluate())

@@ -1,0 +1,95 @@
+"""Damped Gauss-Newton with Levenberg-Marquardt adaptation of the damping."""
+
+import math
+
+import tensorflow as tf
+
+from ctc_newton.optimizers import cg
+from ctc_newton.optimizers._flat import FlatProblem
+from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
+from ctc_newton.optimizers.damping import martens_update, nielsen_update, reduction_ratio
+
+
+class GaussNewton(SecondOrderOptimizer):
+    """Levenberg-Marquardt: solve ``(G + lambda I) p = -g`` by CG, adapt ``lambda``.
+
+    ``G`` is the oracle's generalized Gauss-Newton (PSD; for CTC the CTC
+    Gauss-Newton). ``rho`` compares the actual change with the *undamped*
+    quadratic model ``q(p) = g^T p + 1/2 p^T G p`` at the CG solution. The step is
+    taken when the loss decreases (``rho > 0``); a non-finite loss, gradient or
+    curvature product rejects it and raises ``lambda``.
+
+    Args:
+      damping: initial ``lambda`` (> 0).
+      rule: ``"martens"`` (``rho < 1/4``: x3/2, ``rho > 3/4``: x2/3) or ``"nielsen"``.
+      max_cg_iterations: CG cap.
+      cg_tolerance: CG stops at ``|r| <= cg_tolerance |g|`` (or Martens' rule).
+      min_damping: floor for ``lambda``.
+      name: module name.
+    """
+
+    def __init__(self, damping: float = 1.0, rule: str = "martens",
+                 max_cg_iterations: int = 250, cg_tolerance: float = 1e-10,
+                 min_damping: float = 1e-12, name: str = "gauss_newton"):
+        super().__init__(name=name)
+        self._check_positive("damping", damping)
+        self._check_positive("min_damping", min_damping, allow_zero=True)
+        if rule not in ("martens", "nielsen"):
+            raise ValueError(f"`rule` must be 'martens' or 'nielsen', got {rule!r}.")
+        if max_cg_iterations < 1:
+            raise ValueError(f"`max_cg_iterations` must be >= 1, got {max_cg_iterations}.")
+        self.initial_damping = damping
+        self.rule = rule
+        self.max_cg_iterations = max_cg_iterations
+        self.cg_tolerance = cg_tolerance
+        self.min_damping = min_damping
+        self.damping = tf.Variable(damping, dtype=tf.float64, trainable=False, name="damping")
+        self.nu = tf.Variable(2.0, dtype=tf.float64, trainable=False, name="nu")
+
+    def get_config(self):
+        return dict(damping=self.initial_damping, rule=self.rule,
+                    max_cg_iterations=self.max_cg_iterations, cg_tolerance=self.cg_tolerance,
+                    min_damping=self.min_damping, name=self.name)
+
+    def _adapt(self, rho):
+        damping = float(self.damping)
+        if self.rule == "martens":
+            damping = martens_update(damping, rho)
+        else:
+            damping, nu = nielsen_update(damping, float(self.nu), rho)
+            self.nu.assign(nu)
+        self.damping.assign(max(damping, self.min_damping))
+
+    def step(self, oracle, curvature_oracle=None):
+        problem = FlatProblem(oracle)
+        value, gradient = problem.value(), problem.gradient()
+        if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
+            self._adapt(float("nan"))
+            return nonfinite_record(value, "non-finite loss or gradient; damping raised")
+        self.iterations.assign_add(1)
+        curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
+        damping = float(self.damping)
+
+        def apply(v):
+            return curvature(v) + damping * v
+
+        x = problem.position()
+        solve = cg.martens(apply, -gradient, tf.zeros_like(gradient), self.max_cg_iterations,
+                           tolerance=self.cg_tolerance)
+        record = {"value": value, "damping": damping, "cg_iterations": solve.iterations}
+        if solve.nonfinite:
+            self._adapt(float("nan"))
+            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
+                        note="non-finite curvature product; damping raised")
+        p = solve.step
+        phi = solve.iterates[-1][2] if solve.iterates else 0.0
+        predicted = phi - 0.5 * damping * float(tf.reduce_sum(p * p))
+        trial = problem.value_at(x + p)
+        rho = reduction_ratio(trial - value, predicted)
+        self._adapt(rho)
+        accepted = math.isfinite(trial) and trial < value
+        if not accepted:
+            problem.assign(x)
+        return dict(record, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
+                    value_after=trial if accepted else value,
+                    note="" if math.isfinite(trial) else "non-finite trial loss; rejected")

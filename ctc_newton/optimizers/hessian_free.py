@@ -1,0 +1,179 @@
+"""Hessian-free optimization, Martens' recipe in full.
+
+Martens 2010 (ICML), Martens & Sutskever 2011/2012. Per step:
+
+1. gradient ``g`` on the (large) gradient batch;
+2. CG on ``(G + lambda I [+ lambda mu G_S]) p = -g`` with ``G`` the Gauss-Newton
+   on the curvature batch, warm-started from ``0.95 x`` the previous (non-
+   backtracked) CG solution, preconditioned by ``(diag(sum_i g_i^2) + lambda)^0.75``,
+   stopped by Martens' relative-progress rule (at most 250 iterations);
+3. CG-iteration backtracking over the iterates kept at ``ceil(1.3^j)``: walk back
+   from the last while the loss keeps improving;
+4. ``rho = (f(theta + p) - f(theta)) / (q(p) - q(0))`` with ``q`` the *undamped*
+   Gauss-Newton model at the backtracked ``p``; ``rho < 1/4``: ``lambda *= 3/2``,
+   ``rho > 3/4``: ``lambda *= 2/3``; a NaN ``rho`` is a failure;
+5. Armijo backtracking ``alpha in {1, 0.8, 0.8^2, ...}``, ``c = 1e-2``; giving up
+   means ``alpha = 0`` (no move).
+"""
+
+import math
+from typing import Optional
+
+import tensorflow as tf
+
+from ctc_newton.curvature import flatten
+from ctc_newton.optimizers import cg
+from ctc_newton.optimizers._flat import FlatProblem
+from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
+from ctc_newton.optimizers.damping import martens_update, reduction_ratio
+
+
+class HessianFree(SecondOrderOptimizer):
+    """Martens' Hessian-free optimizer (see the module docstring for the recipe).
+
+    Args:
+      damping: initial ``lambda`` (> 0).
+      max_cg_iterations: CG cap (Martens: 250).
+      cg_epsilon: Martens' CG stopping tolerance (5e-4).
+      warm_start: decay of the previous CG solution used as the start (0.95; 0 off).
+      preconditioner: use ``(diag(sum_i g_i^2) + lambda)^0.75`` when the oracle has
+        per-example structure.
+      armijo: sufficient-decrease constant ``c`` (1e-2).
+      step_decay: factor of the line search (0.8).
+      max_line_search_steps: how far the line search backs off before giving up.
+      structural_damping: ``mu`` of structural damping (0: off); needs
+        ``structural_oracle`` in `step` (Gauss-Newton of a penalty on hidden states).
+      min_damping: floor for ``lambda``.
+      name: module name.
+    """
+
+    def __init__(self, damping: float = 1.0, max_cg_iterations: int = 250,
+                 cg_epsilon: float = 5e-4, warm_start: float = 0.95,
+                 preconditioner: bool = True, armijo: float = 1e-2, step_decay: float = 0.8,
+                 max_line_search_steps: int = 60, structural_damping: float = 0.0,
+                 min_damping: float = 1e-8, name: str = "hessian_free"):
+        super().__init__(name=name)
+        self._check_positive("damping", damping)
+        self._check_positive("cg_epsilon", cg_epsilon)
+        self._check_positive("structural_damping", structural_damping, allow_zero=True)
+        self._check_positive("min_damping", min_damping, allow_zero=True)
+        if max_cg_iterations < 1:
+            raise ValueError(f"`max_cg_iterations` must be >= 1, got {max_cg_iterations}.")
+        if not 0 <= warm_start < 1:
+            raise ValueError(f"`warm_start` must be in [0, 1), got {warm_start}.")
+        if not 0 < armijo < 1 or not 0 < step_decay < 1:
+            raise ValueError("`armijo` and `step_decay` must be in (0, 1).")
+        self.initial_damping = damping
+        self.max_cg_iterations = max_cg_iterations
+        self.cg_epsilon = cg_epsilon
+        self.warm_start = warm_start
+        self.preconditioner = preconditioner
+        self.armijo = armijo
+        self.step_decay = step_decay
+        self.max_line_search_steps = max_line_search_steps
+        self.structural_damping = structural_damping
+        self.min_damping = min_damping
+        self.damping = tf.Variable(damping, dtype=tf.float64, trainable=False, name="damping")
+        self.previous_solution = None  # created on the first step (size of the problem)
+
+    def get_config(self):
+        return dict(damping=self.initial_damping, max_cg_iterations=self.max_cg_iterations,
+                    cg_epsilon=self.cg_epsilon, warm_start=self.warm_start,
+                    preconditioner=self.preconditioner, armijo=self.armijo,
+                    step_decay=self.step_decay,
+                    max_line_search_steps=self.max_line_search_steps,
+                    structural_damping=self.structural_damping,
+                    min_damping=self.min_damping, name=self.name)
+
+    def _raise_damping(self):
+        self.damping.assign(martens_update(float(self.damping), float("nan")))
+
+    def _preconditioner(self, oracle, damping, dtype):
+        if not self.preconditioner:
+            return None
+        try:
+            squared = flatten(oracle.squared_gradient_diagonal())
+        except ValueError:  # no per-example structure: run unpreconditioned
+            return None
+        return tf.pow(tf.cast(squared, dtype) + damping, 0.75)
+
+    def step(self, oracle, curvature_oracle=None, structural_oracle=None):
+        """One Hessian-free step.
+
+        Args:
+          oracle: linearized on the gradient batch at the current variables.
+          curvature_oracle: linearized on the curvature batch (default: ``oracle``).
+          structural_oracle: Gauss-Newton of the hidden-state penalty (needed when
+            ``structural_damping > 0``).
+
+        Returns:
+          The iteration's record.
+        """
+        problem = FlatProblem(oracle)
+        value, gradient = problem.value(), problem.gradient()
+        if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
+            self._raise_damping()
+            return nonfinite_record(value, "non-finite loss or gradient; damping raised")
+        if self.structural_damping > 0 and structural_oracle is None:
+            raise ValueError("`structural_damping` > 0 needs `structural_oracle`.")
+        self.iterations.assign_add(1)
+        damping = float(self.damping)
+        curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
+        structural = (FlatProblem(structural_oracle).product("gauss_newton")
+                      if self.structural_damping > 0 else None)
+
+        def apply(v):
+            out = curvature(v) + damping * v
+            if structural is not None:
+                out = out + damping * self.structural_damping * structural(v)
+            return out
+
+        n = int(gradient.shape[0])
+        if self.previous_solution is None or int(self.previous_solution.shape[0]) != n:
+            self.previous_solution = tf.Variable(tf.zeros([n], problem.dtype), trainable=False,
+                                                 name="previous_cg_solution")
+        x0 = self.warm_start * tf.cast(self.previous_solution, problem.dtype)
+        solve = cg.martens(apply, -gradient, x0, self.max_cg_iterations,
+                           self._preconditioner(oracle, damping, problem.dtype),
+                           self.cg_epsilon)
+        record = {"value": value, "damping": damping, "cg_iterations": solve.iterations}
+        if solve.nonfinite or not solve.iterates:
+            self._raise_damping()
+            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
+                        note="non-finite curvature product; damping raised")
+        self.previous_solution.assign(tf.cast(solve.step, self.previous_solution.dtype))
+        x = problem.position()
+        chosen, chosen_value = self._backtrack(problem, x, solve.iterates)
+        _, p, phi = chosen
+        predicted = phi - 0.5 * damping * float(tf.reduce_sum(p * p))
+        rho = reduction_ratio(chosen_value - value, predicted)
+        self.damping.assign(max(martens_update(damping, rho), self.min_damping))
+        alpha, new_value = self._line_search(problem, x, p, value, gradient, chosen_value)
+        if alpha == 0.0:
+            problem.assign(x)
+        return dict(record, accepted=alpha > 0, rho=rho, step_size=alpha,
+                    value_after=new_value, backtracked_to=chosen[0],
+                    note="" if alpha > 0 else "line search gave up; no move")
+
+    @staticmethod
+    def _backtrack(problem, x, iterates):
+        """From the last kept CG iterate, walk back while the loss improves."""
+        index = len(iterates) - 1
+        best_value = problem.value_at(x + iterates[index][1])
+        while index > 0:
+            candidate = problem.value_at(x + iterates[index - 1][1])
+            if not candidate < best_value:
+                break
+            index, best_value = index - 1, candidate
+        return iterates[index], best_value if math.isfinite(best_value) else float("inf")
+
+    def _line_search(self, problem, x, p, value, gradient, value_at_one):
+        slope = float(tf.reduce_sum(gradient * p))
+        alpha, trial = 1.0, value_at_one
+        for _ in range(self.max_line_search_steps):
+            if math.isfinite(trial) and trial <= value + self.armijo * alpha * slope:
+                problem.assign(x + alpha * p)
+                return alpha, trial
+            alpha *= self.step_decay
+            trial = problem.value_at(x + alpha * p)
+        return 0.0, value

@@ -1,0 +1,152 @@
+"""`minimize`: one front door for full-batch problems, like ``scipy.optimize.minimize``."""
+
+import math
+import sys
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from ctc_newton.curvature import CurvatureOracle, flatten
+from ctc_newton.optimizers.gauss_newton import GaussNewton
+from ctc_newton.optimizers.hessian_free import HessianFree
+from ctc_newton.optimizers.lbfgs import LBFGS
+from ctc_newton.optimizers.newton_cg import NewtonCG
+from ctc_newton.optimizers.result import OptimizeResult
+
+METHODS = ("newton-cg", "trust-ncg", "gauss-newton", "hessian-free", "lbfgs")
+
+
+def _make_optimizer(method, options):
+    if method == "newton-cg":
+        return NewtonCG(variant="line-search", **options)
+    if method == "trust-ncg":
+        return NewtonCG(variant="trust-region", **options)
+    if method == "gauss-newton":
+        return GaussNewton(**options)
+    if method == "hessian-free":
+        return HessianFree(**options)
+    return LBFGS(**options)
+
+
+def _build_oracle(fun_or_oracle, variables_or_x0):
+    """Returns ``(oracle, flat_variable_or_None)``."""
+    if isinstance(fun_or_oracle, CurvatureOracle):
+        return fun_or_oracle, None
+    if not callable(fun_or_oracle):
+        raise TypeError("`fun_or_oracle` must be a CurvatureOracle or a callable.")
+    if variables_or_x0 is None:
+        raise ValueError("A function needs `variables_or_x0`: a list of tf.Variables, or an "
+                         "initial flat vector x0.")
+    if isinstance(variables_or_x0, (list, tuple)) and variables_or_x0 and all(
+            isinstance(v, tf.Variable) or hasattr(v, "assign") for v in variables_or_x0):
+        variables = list(variables_or_x0)
+        return CurvatureOracle.from_function(fun_or_oracle, variables), None
+    x0 = np.asarray(variables_or_x0)
+    dtype = tf.float64 if x0.dtype == np.float64 or not np.issubdtype(x0.dtype, np.floating) \
+        else tf.as_dtype(x0.dtype)
+    flat = tf.Variable(tf.constant(x0.reshape(-1), dtype), name="x")
+    shape = x0.shape
+    return CurvatureOracle.from_function(lambda: fun_or_oracle(tf.reshape(flat, shape)),
+                                         [flat]), flat
+
+
+def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
+             gtol: float = 1e-5, xtol: float = 1e-5, maxiter: Optional[int] = None,
+             callback: Optional[Callable] = None, display: bool = False,
+             **options) -> OptimizeResult:
+    """Minimizes a full-batch loss with a second-order method.
+
+    Args:
+      fun_or_oracle: a `CurvatureOracle` (required for ``"gauss-newton"`` and
+        ``"hessian-free"``, which need a model/loss split: build it with
+        ``CurvatureOracle.from_keras`` or ``from_outputs``), or a function: of no
+        arguments reading ``variables``, or of one tensor shaped like ``x0``.
+      variables_or_x0: the list of ``tf.Variable``s the function reads, or a flat
+        (or any-shape) initial point; None with an oracle.
+      method: one of ``"newton-cg"``, ``"trust-ncg"``, ``"gauss-newton"``,
+        ``"hessian-free"``, ``"lbfgs"``.
+      gtol: stop when the gradient's Euclidean norm is below this (L-BFGS: its
+        sup-norm, tfp's ``tolerance``).
+      xtol: (``"newton-cg"``) stop when ``sum |update| <= xtol * n``, as scipy does.
+      maxiter: iteration limit (default ``200 n`` for the Newton methods, capped
+        at 10000; 500 for L-BFGS).
+      callback: called after each iteration with an `OptimizeResult` of the
+        current state; returning True stops.
+      display: print one line per iteration.
+      **options: passed to the optimizer class (e.g. ``damping=``, ``rule=``,
+        ``max_cg_iterations=``, ``initial_radius=``).
+
+    Returns:
+      An `OptimizeResult`. The variables are left at ``x``.
+
+    Raises:
+      ValueError: unknown method, bad tolerances, or a method that needs a
+        Gauss-Newton product given a plain function.
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if gtol < 0 or xtol < 0:
+        raise ValueError("`gtol` and `xtol` must be >= 0.")
+    oracle, flat_variable = _build_oracle(fun_or_oracle, variables_or_x0)
+    if method in ("gauss-newton", "hessian-free") and oracle._outputs_fn is None:
+        raise ValueError(f"method={method!r} needs Gauss-Newton products: pass a "
+                         "CurvatureOracle built with from_keras or from_outputs.")
+    n = oracle.size
+    optimizer = _make_optimizer(method, options)
+    history = []
+
+    def result(message, success, status, nit):
+        x = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]
+        jac = [g.numpy() for g in oracle.gradient()]
+        if flat_variable is not None:
+            shape = np.shape(variables_or_x0)
+            x, jac = x[0].reshape(shape), jac[0].reshape(shape)
+        return OptimizeResult(x=x, fun=float(oracle.value()), jac=jac, nit=nit,
+                              nfev=oracle.num_function_evaluations,
+                              njev=oracle.num_gradient_evaluations,
+                              nhev=oracle.num_curvature_products, success=success,
+                              status=status, message=message, history=history)
+
+    if method == "lbfgs":
+        optimizer.tolerance = gtol if "tolerance" not in options else optimizer.tolerance
+        results = optimizer.run(oracle, max_iterations=maxiter or 500)
+        converged, failed = bool(results.converged), bool(results.failed)
+        message = ("converged" if converged else
+                   "line search failed" if failed else "iteration limit reached")
+        history.append({"value": float(results.objective_value),
+                        "gradient_norm": float(tf.norm(results.objective_gradient))})
+        return result(message, converged, 0 if converged else (2 if failed else 1),
+                      int(results.num_iterations))
+
+    maxiter = maxiter or min(200 * n, 10000)
+    oracle.linearize()
+    for k in range(maxiter):
+        gradient_norm = float(tf.norm(flatten(oracle.gradient())))
+        if not math.isfinite(gradient_norm):
+            return result("non-finite gradient at the current point", False, 2, k)
+        if gradient_norm < gtol:
+            return result("gradient norm below gtol", True, 0, k)
+        record = optimizer.step(oracle)
+        record.update(iteration=k + 1, gradient_norm=gradient_norm)
+        history.append(record)
+        if display:
+            fields = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else
+                               f"{key}={value}" for key, value in record.items()
+                               if key != "note")
+            print(f"[{method}] {fields}", file=sys.stdout, flush=True)
+        oracle.linearize()
+        if callback is not None and callback(result("running", False, 1, k + 1)):
+            return result("stopped by the callback", False, 2, k + 1)
+        if method == "newton-cg" and record.get("accepted") and \
+                record.get("update_l1", math.inf) <= xtol * n:
+            return result("update below xtol", True, 0, k + 1)
+        if method == "newton-cg" and not record.get("accepted"):
+            return result(record.get("note", "step failed"), False, 2, k + 1)
+        damping = record.get("damping")
+        if damping is not None and damping > 1e12:
+            return result("damping exceeded 1e12 without progress", False, 2, k + 1)
+        radius = record.get("radius")
+        if radius is not None and radius < 1e-15:
+            return result("trust radius collapsed", False, 2, k + 1)
+    return result("iteration limit reached", False, 1, maxiter)
