@@ -1,32 +1,70 @@
-"""What every ctc_newton optimizer shares: state in variables, config, a step."""
+"""What every ctc_newton optimizer shares: a Keras optimizer whose update is a `step`.
 
+The optimizers subclass ``keras.optimizers.Optimizer`` so that ``model.compile``
+accepts them and ``model.save``/``load_model`` and ``tf.train.Checkpoint`` keep
+their configuration and state (damping, trust radius, CG warm start, L-BFGS
+memory live in optimizer variables). Their update is not a function of a
+gradient: `step` takes a `CurvatureOracle` linearized at the variables, moves the
+variables and returns a record of the iteration. `ctc_newton.keras_integration`
+routes ``model.fit`` to `step`.
+"""
+
+import inspect
 import math
 from typing import Any, Dict
 
-import tensorflow as tf
+import keras
+import numpy as np
+
+FIRST_ORDER_MESSAGE = (
+    "{name} is a second-order optimizer: it needs the model, the batch and the loss, "
+    "not a gradient. model.fit routes it automatically (import ctc_newton), but this "
+    "model overrides train_step (or code called apply_gradients directly). Call "
+    "optimizer.step(CurvatureOracle.from_keras(model, loss, x, y)) in your train_step, "
+    "or use the default train_step.")
 
 
-class SecondOrderOptimizer(tf.Module):
-    """Base class: one `step` per call on an oracle linearized at the variables.
+class SecondOrderOptimizer(keras.optimizers.Optimizer):
+    """Base class: one `step` per batch on an oracle linearized at the variables.
 
-    State lives in ``tf.Variable``s (so ``tf.train.Checkpoint`` saves it); the
-    configuration round-trips through `get_config`/`from_config`.
+    Args:
+      name: optimizer name.
     """
 
-    def __init__(self, name=None):
-        super().__init__(name=name)
-        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+    def __init__(self, name: str = "second_order", **kwargs):
+        super().__init__(learning_rate=1.0, name=name)
 
+    # ----------------------------------------------------------- state helpers
+    def _scalar_state(self, name: str, value: float, dtype: str = "float64"):
+        return self.add_variable((), initializer=keras.initializers.Constant(value),
+                                 dtype=dtype, name=name)
+
+    @staticmethod
+    def _read(variable) -> float:
+        return float(np.asarray(variable))
+
+    def _ensure_built(self, variables):
+        if not self.built:
+            self.build(list(variables))
+
+    # ----------------------------------------------------------- API
     def step(self, oracle, curvature_oracle=None) -> Dict[str, Any]:
         """Takes one step from the oracle's point; returns the iteration's record."""
         raise NotImplementedError
 
-    def get_config(self) -> Dict[str, Any]:
+    def apply(self, grads, trainable_variables=None):
+        raise RuntimeError(FIRST_ORDER_MESSAGE.format(name=type(self).__name__))
+
+    def _config(self) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def get_config(self) -> Dict[str, Any]:
+        return dict(self._config(), name=self.name)
+
     @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def from_config(cls, config, custom_objects=None):
+        accepted = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in config.items() if k in accepted})
 
     @staticmethod
     def _check_positive(name, value, allow_zero=False):

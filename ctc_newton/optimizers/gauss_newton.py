@@ -43,24 +43,25 @@ class GaussNewton(SecondOrderOptimizer):
         self.max_cg_iterations = max_cg_iterations
         self.cg_tolerance = cg_tolerance
         self.min_damping = min_damping
-        self.damping = tf.Variable(damping, dtype=tf.float64, trainable=False, name="damping")
-        self.nu = tf.Variable(2.0, dtype=tf.float64, trainable=False, name="nu")
+        self.damping = self._scalar_state("damping", damping)
+        self.nu = self._scalar_state("nu", 2.0)
 
-    def get_config(self):
+    def _config(self):
         return dict(damping=self.initial_damping, rule=self.rule,
                     max_cg_iterations=self.max_cg_iterations, cg_tolerance=self.cg_tolerance,
-                    min_damping=self.min_damping, name=self.name)
+                    min_damping=self.min_damping)
 
     def _adapt(self, rho):
-        damping = float(self.damping)
+        damping = self._read(self.damping)
         if self.rule == "martens":
             damping = martens_update(damping, rho)
         else:
-            damping, nu = nielsen_update(damping, float(self.nu), rho)
+            damping, nu = nielsen_update(damping, self._read(self.nu), rho)
             self.nu.assign(nu)
         self.damping.assign(max(damping, self.min_damping))
 
     def step(self, oracle, curvature_oracle=None):
+        self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         value, gradient = problem.value(), problem.gradient()
         if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
@@ -68,7 +69,7 @@ class GaussNewton(SecondOrderOptimizer):
             return nonfinite_record(value, "non-finite loss or gradient; damping raised")
         self.iterations.assign_add(1)
         curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
-        damping = float(self.damping)
+        damping = self._read(self.damping)
 
         def apply(v):
             return curvature(v) + damping * v

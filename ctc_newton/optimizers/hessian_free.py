@@ -19,6 +19,7 @@ Martens 2010 (ICML), Martens & Sutskever 2011/2012. Per step:
 import math
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from ctc_newton.curvature import flatten
@@ -73,20 +74,26 @@ class HessianFree(SecondOrderOptimizer):
         self.max_line_search_steps = max_line_search_steps
         self.structural_damping = structural_damping
         self.min_damping = min_damping
-        self.damping = tf.Variable(damping, dtype=tf.float64, trainable=False, name="damping")
-        self.previous_solution = None  # created on the first step (size of the problem)
+        self.damping = self._scalar_state("damping", damping)
+        self.previous_solution = None  # created by build (the size of the problem)
 
-    def get_config(self):
+    def build(self, variables):
+        super().build(variables)
+        size = int(sum(np.prod(v.shape) for v in variables))
+        self.previous_solution = self.add_variable((size,), dtype="float64",
+                                                   name="previous_cg_solution")
+
+    def _config(self):
         return dict(damping=self.initial_damping, max_cg_iterations=self.max_cg_iterations,
                     cg_epsilon=self.cg_epsilon, warm_start=self.warm_start,
                     preconditioner=self.preconditioner, armijo=self.armijo,
                     step_decay=self.step_decay,
                     max_line_search_steps=self.max_line_search_steps,
                     structural_damping=self.structural_damping,
-                    min_damping=self.min_damping, name=self.name)
+                    min_damping=self.min_damping)
 
     def _raise_damping(self):
-        self.damping.assign(martens_update(float(self.damping), float("nan")))
+        self.damping.assign(martens_update(self._read(self.damping), float("nan")))
 
     def _preconditioner(self, oracle, damping, dtype):
         if not self.preconditioner:
@@ -109,6 +116,7 @@ class HessianFree(SecondOrderOptimizer):
         Returns:
           The iteration's record.
         """
+        self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         value, gradient = problem.value(), problem.gradient()
         if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
@@ -117,7 +125,7 @@ class HessianFree(SecondOrderOptimizer):
         if self.structural_damping > 0 and structural_oracle is None:
             raise ValueError("`structural_damping` > 0 needs `structural_oracle`.")
         self.iterations.assign_add(1)
-        damping = float(self.damping)
+        damping = self._read(self.damping)
         curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
         structural = (FlatProblem(structural_oracle).product("gauss_newton")
                       if self.structural_damping > 0 else None)
@@ -128,11 +136,8 @@ class HessianFree(SecondOrderOptimizer):
                 out = out + damping * self.structural_damping * structural(v)
             return out
 
-        n = int(gradient.shape[0])
-        if self.previous_solution is None or int(self.previous_solution.shape[0]) != n:
-            self.previous_solution = tf.Variable(tf.zeros([n], problem.dtype), trainable=False,
-                                                 name="previous_cg_solution")
-        x0 = self.warm_start * tf.cast(self.previous_solution, problem.dtype)
+        x0 = self.warm_start * tf.cast(tf.convert_to_tensor(self.previous_solution),
+                                       problem.dtype)
         solve = cg.martens(apply, -gradient, x0, self.max_cg_iterations,
                            self._preconditioner(oracle, damping, problem.dtype),
                            self.cg_epsilon)

@@ -2,6 +2,7 @@
 
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -47,13 +48,19 @@ class LBFGS(SecondOrderOptimizer):
         self.position_deltas = None
         self.gradient_deltas = None
 
-    def get_config(self):
+    def build(self, variables):
+        super().build(variables)
+        size = int(sum(np.prod(v.shape) for v in variables))
+        shape = (self.num_correction_pairs, size)
+        self.position_deltas = self.add_variable(shape, dtype="float64", name="position_deltas")
+        self.gradient_deltas = self.add_variable(shape, dtype="float64", name="gradient_deltas")
+
+    def _config(self):
         return dict(num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
                     x_tolerance=self.x_tolerance,
                     f_relative_tolerance=self.f_relative_tolerance,
                     max_iterations=self.max_iterations,
-                    max_line_search_iterations=self.max_line_search_iterations,
-                    name=self.name)
+                    max_line_search_iterations=self.max_line_search_iterations)
 
     def run(self, oracle, max_iterations: Optional[int] = None):
         """Runs L-BFGS from the current variables; leaves them at its result.
@@ -61,6 +68,7 @@ class LBFGS(SecondOrderOptimizer):
         Returns:
           tfp's ``LBfgsOptimizerResults``.
         """
+        self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         counts = {"evaluations": 0}
 
@@ -95,14 +103,8 @@ class LBFGS(SecondOrderOptimizer):
         return results
 
     def _mirror(self, results):
-        if self.position_deltas is None:
-            self.position_deltas = tf.Variable(results.position_deltas, trainable=False,
-                                               name="position_deltas")
-            self.gradient_deltas = tf.Variable(results.gradient_deltas, trainable=False,
-                                               name="gradient_deltas")
-        else:
-            self.position_deltas.assign(results.position_deltas)
-            self.gradient_deltas.assign(results.gradient_deltas)
+        self.position_deltas.assign(tf.cast(results.position_deltas, tf.float64))
+        self.gradient_deltas.assign(tf.cast(results.gradient_deltas, tf.float64))
 
     def step(self, oracle, curvature_oracle=None):
         value = float(oracle.value())

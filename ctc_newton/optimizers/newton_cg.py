@@ -50,22 +50,22 @@ class NewtonCG(SecondOrderOptimizer):
         self.max_radius = max_radius
         self.eta = eta
         self.max_cg_iterations = max_cg_iterations
-        self.radius = tf.Variable(initial_radius, dtype=tf.float64, trainable=False,
-                                  name="radius")
+        self.radius = self._scalar_state("radius", initial_radius)
 
-    def get_config(self):
+    def _config(self):
         return dict(variant=self.variant, initial_radius=self.initial_radius,
                     max_radius=self.max_radius, eta=self.eta,
-                    max_cg_iterations=self.max_cg_iterations, name=self.name)
+                    max_cg_iterations=self.max_cg_iterations)
 
     def _cg_cap(self, n):
         return self.max_cg_iterations or min(20 * n, max(250, n))
 
     def step(self, oracle, curvature_oracle=None):
+        self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         value, gradient = problem.value(), problem.gradient()
         if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
-            self.radius.assign(self.radius * 0.25)
+            self.radius.assign(self._read(self.radius) * 0.25)
             return nonfinite_record(value, "non-finite loss or gradient; radius shrunk")
         self.iterations.assign_add(1)
         if self.variant == "trust-region":
@@ -75,7 +75,7 @@ class NewtonCG(SecondOrderOptimizer):
     def _trust_region_step(self, problem, value, gradient):
         apply = problem.product("hessian")
         x = problem.position()
-        radius = float(self.radius)
+        radius = self._read(self.radius)
         solve = cg.steihaug(apply, gradient, radius, self._cg_cap(int(x.shape[0])))
         record = {"value": value, "radius": radius, "cg_iterations": solve.iterations,
                   "negative_curvature": solve.negative_curvature}
