@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import tensorflow as tf
 
 from ctc_newton.optimizers import cg
@@ -10,6 +11,7 @@ from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
 from ctc_newton.optimizers.damping import martens_update, nielsen_update, reduction_ratio
 
 
+@keras.saving.register_keras_serializable(package="ctc_newton")
 class GaussNewton(SecondOrderOptimizer):
     """Levenberg-Marquardt: solve ``(G + lambda I) p = -g`` by CG, adapt ``lambda``.
 

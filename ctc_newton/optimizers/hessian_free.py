@@ -20,6 +20,7 @@ import math
 from typing import Optional
 
 import numpy as np
+import keras
 import tensorflow as tf
 
 from ctc_newton.curvature import flatten
@@ -29,6 +30,7 @@ from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
 from ctc_newton.optimizers.damping import martens_update, reduction_ratio
 
 
+@keras.saving.register_keras_serializable(package="ctc_newton")
 class HessianFree(SecondOrderOptimizer):
     """Martens' Hessian-free optimizer (see the module docstring for the recipe).
 

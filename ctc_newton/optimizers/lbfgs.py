@@ -3,6 +3,7 @@
 from typing import Optional
 
 import numpy as np
+import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -10,6 +11,7 @@ from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 
 
+@keras.saving.register_keras_serializable(package="ctc_newton")
 class LBFGS(SecondOrderOptimizer):
     """L-BFGS on the oracle's variables (flattened inside), resumable.
 
@@ -83,8 +85,13 @@ class LBFGS(SecondOrderOptimizer):
         if previous is not None and not bool(tf.reduce_all(tf.equal(previous.position, start))):
             previous = None  # the variables moved since: start a fresh memory
         if previous is not None:
-            previous = previous._replace(converged=tf.constant(False),
-                                         failed=tf.constant(False))
+            # Same point, maybe a new batch: refresh the value and gradient there, keep
+            # the curvature memory.
+            oracle.linearize()
+            previous = previous._replace(
+                converged=tf.constant(False), failed=tf.constant(False),
+                objective_value=tf.cast(oracle.value(), problem.dtype),
+                objective_gradient=problem.gradient())
         results = tfp.optimizer.lbfgs_minimize(
             value_and_gradients, initial_position=None if previous is not None else start,
             previous_optimizer_results=previous,
@@ -97,9 +104,9 @@ class LBFGS(SecondOrderOptimizer):
         oracle.linearize()
         self.results = results
         self._mirror(results)
-        self.iterations.assign_add(int(results.num_iterations)
-                                   - (int(previous.num_iterations) if previous is not None
-                                      else 0))
+        self.last_run_iterations = int(results.num_iterations) - (
+            int(previous.num_iterations) if previous is not None else 0)
+        self.iterations.assign_add(self.last_run_iterations)
         return results
 
     def _mirror(self, results):
@@ -111,5 +118,5 @@ class LBFGS(SecondOrderOptimizer):
         results = self.run(oracle)
         return {"value": value, "value_after": float(results.objective_value),
                 "accepted": not bool(results.failed),
-                "lbfgs_iterations": int(results.num_iterations),
+                "lbfgs_iterations": self.last_run_iterations,
                 "converged": bool(results.converged), "failed": bool(results.failed)}

@@ -3,6 +3,7 @@
 import math
 from typing import Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -12,6 +13,7 @@ from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
 from ctc_newton.optimizers.damping import reduction_ratio
 
 
+@keras.saving.register_keras_serializable(package="ctc_newton")
 class NewtonCG(SecondOrderOptimizer):
     """Newton-CG on the exact (possibly indefinite) Hessian.
 

@@ -1,0 +1,134 @@
+"""model.fit with ctc_newton optimizers: the step equals the oracle step; Keras intact."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ctc_newton
+from ctc_newton import CTCLoss, CurvatureOracle
+from ctc_newton.keras_integration import install, is_installed, uninstall
+from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
+
+
+def data(n=32, frames=8):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, frames, 3)).astype(np.float32)
+    y = rng.integers(1, 4, size=(n, 2)).astype(np.int32)
+    return x, y
+
+
+def make_model(kind="dense"):
+    keras.utils.set_random_seed(0)
+    hidden = (keras.layers.LSTM(6, return_sequences=True, use_cudnn=False) if kind == "lstm"
+              else keras.layers.Dense(6, activation="tanh"))
+    return keras.Sequential([keras.Input((8, 3)), hidden, keras.layers.Dense(4)])
+
+
+@pytest.mark.parametrize("kind", ["dense", "lstm"])
+@pytest.mark.parametrize("make", [HessianFree, GaussNewton, NewtonCG])
+def test_first_two_fit_steps_equal_oracle_steps(kind, make):
+    x, y = data()
+    model = make_model(kind)
+    model.compile(optimizer=make(), loss=CTCLoss())
+    model.fit(x, y, batch_size=len(x), epochs=2, shuffle=False, verbose=0)
+    reference = make_model(kind)
+    optimizer = make()
+    for _ in range(2):
+        optimizer.step(CurvatureOracle.from_keras(reference, CTCLoss(), x, y))
+    for a, b in zip(model.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert int(model.optimizer.iterations.numpy()) == 2
+
+
+@pytest.mark.parametrize("make", [HessianFree, GaussNewton, NewtonCG,
+                                  lambda: LBFGS(max_iterations=4)])
+def test_fit_reduces_the_ctc_loss_and_logs_curvature_statistics(make):
+    x, y = data(64)
+    model = make_model("lstm")
+    model.compile(optimizer=make(), loss=CTCLoss(), metrics=[ctc_newton.LabelErrorRate()])
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, np.ones(64, np.float32))).batch(16)
+    history = model.fit(dataset, epochs=3, verbose=0, validation_data=(x[:16], y[:16]))
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+    assert "val_loss" in history.history and "label_error_rate" in history.history
+    assert {"cg_iterations", "damping"} & set(history.history) or \
+        {"lbfgs_iterations", "radius"} & set(history.history)
+    model.evaluate(x, y, verbose=0)
+    assert model.predict(x[:4], verbose=0).shape == (4, 8, 4)
+
+
+def test_masking_sample_weights_and_steps_per_execution():
+    x, y = data(32)
+    x[::2, 6:] = 0.0
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Masking(0.0),
+                              keras.layers.GRU(5, return_sequences=True), keras.layers.Dense(4)])
+    model.compile(optimizer=GaussNewton(), loss=CTCLoss(), steps_per_execution=2)
+    weights = np.linspace(0.5, 1.5, 32).astype(np.float32)
+    history = model.fit(x, y, sample_weight=weights, batch_size=8, epochs=2, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert int(model.optimizer.iterations.numpy()) == 8
+
+
+def test_adam_is_bit_identical_with_and_without_the_hook():
+    x, y = data()
+    results = []
+    for hooked in (True, False):
+        if not hooked:
+            uninstall()
+        try:
+            model = make_model("lstm")
+            model.compile(optimizer=keras.optimizers.Adam(0.01), loss=CTCLoss())
+            model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+            results.append([w.numpy() for w in model.trainable_variables])
+        finally:
+            install()
+    assert is_installed()
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_and_checkpoint_resume_with_identical_next_steps(tmp_path):
+    x, y = data()
+    model = make_model()
+    model.compile(optimizer=HessianFree(damping=0.5), loss=CTCLoss())
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.optimizer, HessianFree)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    np.testing.assert_allclose(loaded.optimizer.damping.numpy(), model.optimizer.damping.numpy())
+    np.testing.assert_allclose(loaded.optimizer.previous_solution.numpy(),
+                               model.optimizer.previous_solution.numpy())
+    checkpoint_model = make_model()
+    checkpoint_model.compile(optimizer=HessianFree(damping=0.5), loss=CTCLoss())
+    checkpoint_model.optimizer.build(checkpoint_model.trainable_variables)
+    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
+        str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=checkpoint_model, optimizer=checkpoint_model.optimizer).restore(
+        path)
+    for resumed in (loaded, checkpoint_model):
+        resumed.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    for resumed in (loaded, checkpoint_model):
+        for a, b in zip(model.trainable_variables, resumed.trainable_variables):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_custom_train_step_gets_a_clear_message():
+    class Custom(keras.Model):
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    x, y = data()
+    inputs = keras.Input((8, 3))
+    model = Custom(inputs, keras.layers.Dense(4)(inputs))
+    model.compile(optimizer=HessianFree(), loss=CTCLoss())
+    with pytest.raises(RuntimeError, match="overrides train_step"):
+        model.fit(x, y, epochs=1, verbose=0)
