@@ -58,9 +58,9 @@ def second_order_train_step(model, data):
     if model.loss is None:
         raise ValueError("compile the model with a `loss` to train it with "
                          f"{type(optimizer).__name__}.")
-    oracle = CurvatureOracle.from_keras(model, model.loss, x, y, sample_weight)
+    oracle = CurvatureOracle.from_keras(model, model.loss, x, y, sample_weight, compiled=True)
     loss = oracle.value()
-    y_pred = oracle._outputs
+    y_pred = oracle.outputs()
     record = optimizer.step(oracle)
     if not record.get("accepted", True) and not math.isfinite(record.get("value", 0.0)):
         _lower_loss_scale(model)

@@ -43,6 +43,19 @@ def _copy_with_mask(tensor):
     return copy
 
 
+def _replica_sum(value):
+    """Sums a value (or a list) over the replicas of a ``tf.distribute`` strategy.
+
+    Each replica's oracle sees its shard of the global batch with the loss scaled by
+    ``1 / num_replicas`` (as Keras does); the sum is the global-batch quantity.
+    Outside a multi-replica context it is the identity.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 class CurvatureOracle:
     """Loss, gradient and curvature products for a fixed batch at a fixed point.
 
@@ -135,8 +148,8 @@ class CurvatureOracle:
                    regularization_fn=regularization_fn, per_example_fn=per_example_fn)
 
     @classmethod
-    def from_keras(cls, model, loss, x, y, sample_weight=None, *,
-                   training: bool = True) -> "CurvatureOracle":
+    def from_keras(cls, model, loss, x, y, sample_weight=None, *, training: bool = True,
+                   compiled: bool = False):
         """An oracle for a Keras model, a loss and one batch, as ``model.fit`` sees it.
 
         The value is ``loss(y, model(x, training), sample_weight) + sum(model.losses)``
@@ -152,10 +165,23 @@ class CurvatureOracle:
           y: the targets of the batch.
           sample_weight: optional ``[B]`` weights.
           training: the ``training`` flag of the forward pass.
+          compiled: (eager callers) run every quantity as a graph function of the
+            batch, traced once per model and loss (`KerasCurvature`): each product
+            re-runs the forward pass, but no op is dispatched from Python. Much
+            faster for recurrent models outside ``tf.function``; ignored inside one.
 
         Returns:
-          A `CurvatureOracle` over ``model.trainable_variables``.
+          A `CurvatureOracle` over ``model.trainable_variables`` (a
+          `CompiledKerasOracle` with the same interface when ``compiled``).
         """
+        if compiled and tf.executing_eagerly() and training:
+            from ctc_newton.curvature.compiled import CompiledKerasOracle
+            return CompiledKerasOracle(model, cls._keras_loss(loss), x, y, sample_weight)
+        return cls._from_keras_uncompiled(model, loss, x, y, sample_weight, training)
+
+    @staticmethod
+    def _keras_loss(loss):
+        """A Keras ``Loss`` object for what ``compile(loss=...)`` accepts."""
         from keras.src.losses.losses import LossFunctionWrapper  # what compile() wraps with
 
         if isinstance(loss, str):
@@ -165,6 +191,13 @@ class CurvatureOracle:
                 raise TypeError(f"`loss` must be a Keras loss, a function or a name; "
                                 f"got {loss!r}.")
             loss = LossFunctionWrapper(loss)
+        return loss
+
+    @classmethod
+    def _from_keras_uncompiled(cls, model, loss, x, y, sample_weight=None, training=True):
+        from keras.src.losses.loss import scale_loss_for_distribution
+
+        loss = cls._keras_loss(loss)
         if not model.trainable_variables:
             raise ValueError("`model` has no trainable variables; build it (call it once) "
                              "before making an oracle.")
@@ -181,8 +214,11 @@ class CurvatureOracle:
             return tf.reduce_sum(values, axis=1) / count
 
         def regularization():
-            return tf.add_n(model.losses)
+            return scale_loss_for_distribution(tf.add_n(model.losses))
 
+        # Under a strategy Keras losses already divide each replica's share by the replica
+        # count, so the all-reduced sum is the global-batch mean; the regularizers are
+        # divided here the same way.
         return cls(model.trainable_variables,
                    outputs_fn=lambda: model(x, training=training),
                    output_loss_fn=lambda outputs: loss(y, outputs, sample_weight),
@@ -225,14 +261,14 @@ class CurvatureOracle:
         return self
 
     def value(self) -> tf.Tensor:
-        """The loss at the linearization point."""
-        return self._loss
+        """The loss at the linearization point (summed over replicas under a strategy)."""
+        return _replica_sum(self._loss)
 
     def gradient(self) -> List[tf.Tensor]:
         """The gradient at the linearization point (computed once)."""
         if self._gradient is None:
-            self._gradient = self._tape.gradient(
-                self._loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            self._gradient = _replica_sum(self._tape.gradient(
+                self._loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO))
             self.num_gradient_evaluations += 1
         return self._gradient
 
@@ -287,8 +323,8 @@ class CurvatureOracle:
             self._hessian_tape = (outer, gradient)
         outer, gradient = self._hessian_tape
         self.num_curvature_products += 1
-        return outer.gradient(gradient, self._sources, output_gradients=vector,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return _replica_sum(outer.gradient(gradient, self._sources, output_gradients=vector,
+                                           unconnected_gradients=tf.UnconnectedGradients.ZERO))
 
     def _total_loss_for_hessian(self):
         if self._outputs_fn is None:
@@ -369,7 +405,7 @@ class CurvatureOracle:
         if regularization is not None:
             product = vectors.add_scaled(product, 1.0, regularization)
         self.num_curvature_products += 1
-        return product
+        return _replica_sum(product)
 
     def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
         """`hessian_vector_product` or `gauss_newton_vector_product` by name."""

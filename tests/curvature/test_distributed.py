@@ -1,0 +1,62 @@
+"""Under MirroredStrategy with 2 replicas, oracle quantities equal the global-batch ones."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from ctc_newton import CTCLoss, CurvatureOracle
+    from ctc_newton.curvature import flatten
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6, 3))
+    y = rng.integers(1, 4, size=(8, 2)).astype(np.int32)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((6, 3), dtype="float64"),
+                                  keras.layers.GRU(4, return_sequences=True, dtype="float64",
+                                                   kernel_regularizer=keras.regularizers.L2(0.1)),
+                                  keras.layers.Dense(4, dtype="float64")])
+    v = [tf.constant(rng.standard_normal(w.shape)) for w in model.trainable_variables]
+    loss = CTCLoss()
+    dataset = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+    xs, ys = next(iter(dataset))
+
+    @tf.function
+    def per_replica(xr, yr):
+        oracle = CurvatureOracle.from_keras(model, loss, xr, yr)
+        return (oracle.value(), flatten(oracle.gradient()),
+                flatten(oracle.gauss_newton_vector_product(v)),
+                flatten(oracle.hessian_vector_product(v)))
+
+    results = strategy.run(per_replica, args=(xs, ys))
+    replicas = [strategy.experimental_local_results(r) for r in results]
+    single = CurvatureOracle.from_keras(model, loss, x, y)
+    expected = (single.value(), flatten(single.gradient()),
+                flatten(single.gauss_newton_vector_product(v)),
+                flatten(single.hessian_vector_product(v)))
+    for name, got, want in zip(["value", "gradient", "gauss_newton", "hessian"], replicas,
+                               expected):
+        for replica in got:
+            np.testing.assert_allclose(replica.numpy(), want.numpy(), rtol=1e-9, atol=1e-12,
+                                       err_msg=name)
+    print("REPLICAS-OK", len(replicas[0]))
+""")
+
+
+def test_two_replicas_sum_to_the_global_batch_quantities():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert "REPLICAS-OK 2" in out.stdout, out.stderr[-3000:]
