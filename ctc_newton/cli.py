@@ -22,15 +22,21 @@ DEFAULT_BATCH = {"adam": 32, "lbfgs": 500, "hessian-free": 250, "gauss-newton": 
                  "newton-cg": 250}
 
 
+MIN_DAMPING = 1e-2
+
+
 def make_optimizer(name: str, learning_rate: float = 1e-2):
     import keras
 
     from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
     # The squared per-example-gradient preconditioner costs one backward pass per line
     # for a recurrent model (seconds per step here); the command line leaves it off.
+    # Each step's damping adapts on its own batch; a floor keeps one batch's quadratic
+    # model from taking over (without it the loss rose again after epoch 3).
     return {"hessian-free": lambda: HessianFree(damping=1.0, max_cg_iterations=50,
-                                                preconditioner=False),
-            "gauss-newton": lambda: GaussNewton(damping=1.0, max_cg_iterations=50),
+                                                preconditioner=False, min_damping=MIN_DAMPING),
+            "gauss-newton": lambda: GaussNewton(damping=1.0, max_cg_iterations=50,
+                                                min_damping=MIN_DAMPING),
             "newton-cg": lambda: NewtonCG(max_cg_iterations=50),
             "lbfgs": lambda: LBFGS(max_iterations=10),
             "adam": lambda: keras.optimizers.Adam(learning_rate)}[name]()

@@ -16,6 +16,7 @@ from typing import Optional
 
 import tensorflow as tf
 
+from ctc_newton.curvature import vectors
 from ctc_newton.curvature.oracle import CurvatureOracle
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -118,19 +119,12 @@ class CompiledKerasOracle:
         """The model outputs at the point (same dropout masks as the products)."""
         return self._call(lambda x, y, sw: self._outputs_fn())
 
-    def _vector(self, vector):
-        vector = list(vector)
-        if len(vector) != len(self.variables):
-            raise ValueError(f"The vector has {len(vector)} parts; the oracle has "
-                             f"{len(self.variables)} variables. Use "
-                             "ctc_newton.curvature.unflatten for flat vectors.")
-        return [tf.cast(v, tf.as_dtype(w.dtype)) for v, w in zip(vector, self.variables)]
-
     def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
         if kind not in ("hessian", "gauss_newton"):
             raise ValueError(f"`kind` must be 'hessian' or 'gauss_newton', got {kind!r}.")
         self.num_curvature_products += 1
-        return self._call(self._functions.product, self._vector(vector), kind)
+        return self._call(self._functions.product,
+                          vectors.structured_like(vector, self.variables), kind)
 
     def hessian_vector_product(self, vector):
         return self.curvature_vector_product(vector, "hessian")

@@ -295,13 +295,7 @@ class CurvatureOracle:
 
     # ------------------------------------------------------------------ products
     def _check(self, vector):
-        vector = list(vector)
-        if len(vector) != len(self.variables):
-            raise ValueError(f"The vector has {len(vector)} parts; the oracle has "
-                             f"{len(self.variables)} variables. Use "
-                             "ctc_newton.curvature.unflatten for flat vectors.")
-        return [tf.cast(tf.convert_to_tensor(v), source.dtype) for v, source in
-                zip(vector, self._sources)]
+        return vectors.structured_like(vector, self._sources)
 
     def hessian_vector_product(self, vector: Sequence[tf.Tensor]) -> List[tf.Tensor]:
         """The exact Hessian of the loss times ``vector`` (reverse-over-reverse).

@@ -9,7 +9,8 @@ from typing import List, Sequence
 
 import tensorflow as tf
 
-__all__ = ["flatten", "unflatten", "dot", "add_scaled", "scale", "zeros_like", "norm"]
+__all__ = ["flatten", "unflatten", "dot", "add_scaled", "scale", "zeros_like", "norm",
+           "structured_like"]
 
 
 def flatten(vectors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -56,3 +57,18 @@ def scale(alpha, a: Sequence[tf.Tensor]) -> List[tf.Tensor]:
 def zeros_like(a: Sequence) -> List[tf.Tensor]:
     """A structured zero vector."""
     return [tf.zeros(tf.shape(x), x.dtype) for x in a]
+
+
+def structured_like(vector: Sequence, variables: Sequence) -> List[tf.Tensor]:
+    """Checks that ``vector`` has one part per variable and casts each to its dtype.
+
+    Raises:
+      ValueError: the number of parts differs (e.g. a flat vector was passed).
+    """
+    vector = list(vector)
+    if len(vector) != len(variables):
+        raise ValueError(f"The vector has {len(vector)} parts; the oracle has "
+                         f"{len(variables)} variables. Use "
+                         "ctc_newton.curvature.unflatten for flat vectors.")
+    return [tf.cast(tf.convert_to_tensor(v), tf.as_dtype(w.dtype))
+            for v, w in zip(vector, variables)]
