@@ -191,3 +191,32 @@ def test_minimize_result_callback_and_variables():
     stopped = minimize(lambda: tf.reduce_sum((w - 5.0) ** 4), [w], method="newton-cg",
                        callback=lambda r: True)
     assert stopped.nit == 1 and not stopped.success
+
+
+def test_structural_damping_enters_the_cg_matrix(monkeypatch):
+    from ctc_newton.curvature import flatten, unflatten
+
+    model, x, y = ctc_problem()
+    hidden = keras.Model(model.inputs, model.layers[0].output)  # the GRU's states
+    # Gauss-Newton of 1/2 |h|^2 / B: penalizes changes of the hidden states.
+    structural = CurvatureOracle.from_outputs(
+        lambda: hidden(x, training=True), lambda h: 0.5 * tf.reduce_sum(h ** 2) / len(x),
+        model.trainable_variables)
+    oracle = CurvatureOracle.from_keras(model, CTCLoss(), x, y)
+    with pytest.raises(ValueError, match="structural_oracle"):
+        HessianFree(structural_damping=0.03).step(oracle)
+    captured = []
+    original = cg.martens
+
+    def spy(apply, *args, **kwargs):
+        captured.append(apply)
+        return original(apply, *args, **kwargs)
+
+    monkeypatch.setattr(cg, "martens", spy)
+    optimizer = HessianFree(damping=0.7, structural_damping=0.5, preconditioner=False)
+    v = tf.constant(np.random.default_rng(0).standard_normal(oracle.size), tf.float32)
+    parts = unflatten(v, model.trainable_variables)
+    expected = (flatten(oracle.gauss_newton_vector_product(parts)) + 0.7 * v
+                + 0.7 * 0.5 * flatten(structural.gauss_newton_vector_product(parts)))
+    optimizer.step(oracle, structural_oracle=structural)
+    np.testing.assert_allclose(captured[0](v).numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
