@@ -24,7 +24,6 @@ keeps its curvature memory across batches (one batch = full-batch L-BFGS).
 
 import math
 
-import keras
 import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.trainers import data_adapters
@@ -123,4 +122,3 @@ def is_installed() -> bool:
 
 __all__ = ["install", "uninstall", "is_installed", "second_order_train_step",
            "second_order_optimizer"]
-del keras

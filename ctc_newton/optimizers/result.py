@@ -1,6 +1,6 @@
 """Results in the style of scipy's ``OptimizeResult``."""
 
-from typing import Any, Dict, List
+from typing import Any
 
 
 class OptimizeResult(dict):
@@ -32,7 +32,3 @@ class OptimizeResult(dict):
     def __repr__(self) -> str:
         keys = ["message", "success", "status", "fun", "nit", "nfev", "njev", "nhev"]
         return "\n".join(f"{k:>8}: {self[k]!r}" for k in keys if k in self)
-
-
-def new_history() -> List[Dict[str, Any]]:
-    return []
