@@ -57,6 +57,8 @@ def second_order_train_step(model, data):
     if model.loss is None:
         raise ValueError("compile the model with a `loss` to train it with "
                          f"{type(optimizer).__name__}.")
+    if not model.optimizer.built:  # also a LossScaleOptimizer wrapping ours
+        model.optimizer.build(model.trainable_variables)
     oracle = CurvatureOracle.from_keras(model, model.loss, x, y, sample_weight, compiled=True)
     loss = oracle.value()
     y_pred = oracle.outputs()

@@ -132,3 +132,27 @@ def test_a_custom_train_step_gets_a_clear_message():
     model.compile(optimizer=HessianFree(), loss=CTCLoss())
     with pytest.raises(RuntimeError, match="overrides train_step"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_mixed_precision_overflow_skips_the_step_and_lowers_the_scale():
+    x, y = data(16)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8, 3)), keras.layers.Dense(6),
+                                  keras.layers.Dense(4)])
+        model.compile(optimizer=GaussNewton(), loss=CTCLoss())
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        assert history.history["accepted"] == [1.0, 1.0]
+        model.layers[0].kernel.assign(model.layers[0].kernel * 1e5)  # float16 overflows
+        before = [w.numpy().copy() for w in model.trainable_variables]
+        damping = float(model.optimizer.inner_optimizer.damping.numpy())
+        scale = float(model.optimizer.dynamic_scale.numpy())
+        history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert history.history["accepted"] == [0.0]
+    for old, new in zip(before, model.trainable_variables):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert float(model.optimizer.inner_optimizer.damping.numpy()) > damping
+    assert float(model.optimizer.dynamic_scale.numpy()) == scale / 2
