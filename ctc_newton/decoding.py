@@ -1,6 +1,6 @@
 """CTC decoding: greedy (best path) and beam search, over TensorFlow's decoders."""
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf

@@ -47,6 +47,16 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
         if not self.built:
             self.build(list(variables))
 
+    def _start(self, oracle):
+        """Builds if needed; returns ``(problem, value, gradient, finite)`` at the point."""
+        from ctc_newton.optimizers._flat import FlatProblem
+
+        self._ensure_built(oracle.variables)
+        problem = FlatProblem(oracle)
+        value, gradient = problem.value(), problem.gradient()
+        finite = math.isfinite(value) and bool(np.all(np.isfinite(gradient.numpy())))
+        return problem, value, gradient, finite
+
     # ----------------------------------------------------------- API
     def step(self, oracle, curvature_oracle=None) -> Dict[str, Any]:
         """Takes one step from the oracle's point; returns the iteration's record."""

@@ -63,10 +63,8 @@ class GaussNewton(SecondOrderOptimizer):
         self.damping.assign(max(damping, self.min_damping))
 
     def step(self, oracle, curvature_oracle=None):
-        self._ensure_built(oracle.variables)
-        problem = FlatProblem(oracle)
-        value, gradient = problem.value(), problem.gradient()
-        if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
+        problem, value, gradient, finite = self._start(oracle)
+        if not finite:
             self._adapt(float("nan"))
             return nonfinite_record(value, "non-finite loss or gradient; damping raised")
         self.iterations.assign_add(1)

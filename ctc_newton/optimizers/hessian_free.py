@@ -17,10 +17,9 @@ Martens 2010 (ICML), Martens & Sutskever 2011/2012. Per step:
 """
 
 import math
-from typing import Optional
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ctc_newton.curvature import flatten
@@ -118,10 +117,8 @@ class HessianFree(SecondOrderOptimizer):
         Returns:
           The iteration's record.
         """
-        self._ensure_built(oracle.variables)
-        problem = FlatProblem(oracle)
-        value, gradient = problem.value(), problem.gradient()
-        if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
+        problem, value, gradient, finite = self._start(oracle)
+        if not finite:
             self._raise_damping()
             return nonfinite_record(value, "non-finite loss or gradient; damping raised")
         if self.structural_damping > 0 and structural_oracle is None:

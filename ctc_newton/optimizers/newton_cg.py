@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 from ctc_newton.optimizers import cg
-from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
 from ctc_newton.optimizers.damping import reduction_ratio
 
@@ -63,10 +62,8 @@ class NewtonCG(SecondOrderOptimizer):
         return self.max_cg_iterations or min(20 * n, max(250, n))
 
     def step(self, oracle, curvature_oracle=None):
-        self._ensure_built(oracle.variables)
-        problem = FlatProblem(oracle)
-        value, gradient = problem.value(), problem.gradient()
-        if not (math.isfinite(value) and bool(tf.reduce_all(tf.math.is_finite(gradient)))):
+        problem, value, gradient, finite = self._start(oracle)
+        if not finite:
             self.radius.assign(self._read(self.radius) * 0.25)
             return nonfinite_record(value, "non-finite loss or gradient; radius shrunk")
         self.iterations.assign_add(1)
