@@ -20,18 +20,27 @@ Keras does); BatchNorm statistics are updated by one forward pass at the new
 weights; the logs carry the step's damping / radius, CG iterations, rho and
 step size. ``LBFGS`` runs its ``max_iterations`` iterations on each batch and
 keeps its curvature memory across batches (one batch = full-batch L-BFGS).
+
+Under a multi-replica ``tf.distribute`` strategy the training function runs the
+step once, in cross-replica context, on the per-replica shards of each batch:
+every quantity is computed on all replicas and all-reduced
+(`ctc_newton.curvature.distributed`), so the step equals the single-device step
+on the global batch. (Keras' own ``train_step`` runs per replica; a CG solve
+with accept/reject decisions must be one decision for all of them.)
 """
 
 import math
+import weakref
 
 import tensorflow as tf
-from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer, reduce_per_replica
 from keras.src.trainers import data_adapters
 
 from ctc_newton.curvature import CurvatureOracle
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 
 _ORIGINAL = {}
+_PER_REPLICA_UPDATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 LOGGED = ("damping", "radius", "cg_iterations", "rho", "step_size", "accepted",
           "lbfgs_iterations")
 
@@ -46,13 +55,14 @@ def second_order_optimizer(model):
 
 
 def second_order_train_step(model, data):
-    """One second-order step of ``model`` on one batch; returns the logs."""
+    """One second-order step of ``model`` on one batch; returns the logs.
+
+    Under a multi-replica strategy it runs in cross-replica context (see
+    `_distributed_train_function`): ``data`` holds each replica's shard, every
+    oracle quantity is summed over the shards, and the step is the one a single
+    device takes on the global batch.
+    """
     optimizer = second_order_optimizer(model)
-    if model.distribute_strategy.num_replicas_in_sync > 1:
-        raise NotImplementedError(
-            f"{type(optimizer).__name__} under a distribution strategy with "
-            f"{model.distribute_strategy.num_replicas_in_sync} replicas is not supported yet; "
-            "train without the strategy scope.")
     x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)
     if model.loss is None:
         raise ValueError("compile the model with a `loss` to train it with "
@@ -65,15 +75,70 @@ def second_order_train_step(model, data):
     record = optimizer.step(oracle)
     if not record.get("accepted", True) and not math.isfinite(record.get("value", 0.0)):
         _lower_loss_scale(model)
-    if model.non_trainable_variables:  # e.g. BatchNorm statistics, at the new weights
-        model(x, training=True)
-    batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-    model._loss_tracker.update_state(loss, sample_weight=batch_size)
-    logs = dict(model.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+    logs = dict(_after_step(model)(x, y, y_pred, sample_weight, loss))
     for key in LOGGED:
         if key in record and record[key] is not None:
             logs[key] = float(record[key])
     return logs
+
+
+def _after_step(model):
+    """``(x, y, y_pred, sample_weight, loss) -> metric results`` for the step's batch.
+
+    Updates BatchNorm statistics with one forward pass at the new weights, the loss
+    tracker with the batch loss *before* the step (as Keras reports it), and the
+    compiled metrics on the outputs before the step. Under a strategy it runs per
+    replica, as Keras' own train step does, and the replicas' results are reduced.
+    """
+    strategy = model.distribute_strategy
+
+    def update(x, y, y_pred, sample_weight, loss):
+        if model.non_trainable_variables:
+            model(x, training=True)
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        model._loss_tracker.update_state(loss, sample_weight=batch_size)
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    if strategy.num_replicas_in_sync == 1:
+        return update
+    if model not in _PER_REPLICA_UPDATES:
+        _PER_REPLICA_UPDATES[model] = tf.function(update, reduce_retracing=True)
+    per_replica = _PER_REPLICA_UPDATES[model]
+
+    def distributed(*args):
+        with strategy.scope():
+            results = strategy.run(per_replica, args=args)
+            return reduce_per_replica(results, strategy, reduction="auto")
+
+    return distributed
+
+
+def _distributed_train_function(model):
+    """``fit``'s training function under a multi-replica strategy (eager, cross-replica).
+
+    Keras runs ``train_step`` once per replica; a second-order step is one
+    decision for all replicas, so it runs once here on the per-replica shards of
+    each batch (``steps_per_execution`` batches per call).
+    """
+    def function(iterator):
+        logs = None
+        for _ in range(model.steps_per_execution):
+            if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+                optional = iterator.get_next_as_optional()
+                if not optional.has_value():
+                    break
+                data = optional.get_value()
+            else:
+                data = next(iterator, None)
+                if data is None:
+                    break
+            with model.distribute_strategy.scope():
+                logs = second_order_train_step(model, data)
+        if logs is None:
+            raise StopIteration
+        return logs
+
+    return function
 
 
 def _lower_loss_scale(model):
@@ -90,7 +155,13 @@ def _train_step(self, data):
 
 
 def _make_train_function(self, force=False):
-    if second_order_optimizer(self) is None or self.run_eagerly:
+    if second_order_optimizer(self) is None:
+        return _ORIGINAL["make_train_function"](self, force)
+    if self.distribute_strategy.num_replicas_in_sync > 1:
+        if self.train_function is None or force:
+            self.train_function = _distributed_train_function(self)
+        return self.train_function
+    if self.run_eagerly:
         return _ORIGINAL["make_train_function"](self, force)
     previous = self._run_eagerly
     self._run_eagerly = True  # only while building the training function

@@ -45,11 +45,15 @@ class KerasCurvature:
         def squared_gradients(x, y, sample_weight):
             return oracle(x, y, sample_weight).squared_gradient_diagonal()
 
+        def outputs(x, y, sample_weight):
+            return model(x, training=True)
+
         options = dict(reduce_retracing=True)
         self.value_and_gradient = tf.function(value_and_gradient, **options)
         self.value = tf.function(value, **options)
         self.product = tf.function(product, **options)
         self.squared_gradients = tf.function(squared_gradients, **options)
+        self.outputs = tf.function(outputs, **options)
 
     @classmethod
     def get(cls, model, loss) -> "KerasCurvature":
@@ -71,7 +75,7 @@ class CompiledKerasOracle:
         self._functions = KerasCurvature.get(model, loss)
         self._batch = (x, y, sample_weight)
         self._restore = list(model.non_trainable_variables)
-        self._outputs_fn = lambda: model(x, training=True)  # marks "has outputs"
+        self._outputs_fn = self.outputs  # what minimize() checks for Gauss-Newton support
         self.num_function_evaluations = 0
         self.num_gradient_evaluations = 0
         self.num_curvature_products = 0
@@ -117,7 +121,7 @@ class CompiledKerasOracle:
 
     def outputs(self):
         """The model outputs at the point (same dropout masks as the products)."""
-        return self._call(lambda x, y, sw: self._outputs_fn())
+        return self._call(self._functions.outputs)
 
     def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
         if kind not in ("hessian", "gauss_newton"):

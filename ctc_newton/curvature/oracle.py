@@ -176,6 +176,15 @@ class CurvatureOracle:
         """
         if compiled and tf.executing_eagerly() and training:
             from ctc_newton.curvature.compiled import CompiledKerasOracle
+            from ctc_newton.curvature.distributed import DistributedKerasOracle, is_distributed
+
+            strategy = tf.distribute.get_strategy()
+            if strategy.num_replicas_in_sync > 1 and tf.distribute.in_cross_replica_context():
+                return DistributedKerasOracle(model, cls._keras_loss(loss), x, y, sample_weight,
+                                              strategy=strategy)
+            if is_distributed((x, y, sample_weight)):
+                raise ValueError("`x`/`y` are per-replica values: build the oracle inside "
+                                 "the `strategy.scope()` they were distributed with.")
             return CompiledKerasOracle(model, cls._keras_loss(loss), x, y, sample_weight)
         return cls._from_keras_uncompiled(model, loss, x, y, sample_weight, training)
 
@@ -210,8 +219,11 @@ class CurvatureOracle:
             if sample_weight is not None:
                 values = values * tf.cast(tf.reshape(sample_weight, [-1, 1]), values.dtype)
             # "sum_over_batch_size": the batch mean; "sum": the sum.
-            count = 1.0 if loss.reduction == "sum" else tf.cast(tf.size(values), values.dtype)
-            return tf.reduce_sum(values, axis=1) / count
+            if loss.reduction == "sum":
+                return tf.reduce_sum(values, axis=1)
+            # Keras scales a mean-reduced loss by 1 / replicas (the sum of the shares).
+            count = tf.cast(tf.size(values), values.dtype)
+            return scale_loss_for_distribution(tf.reduce_sum(values, axis=1) / count)
 
         def regularization():
             return scale_loss_for_distribution(tf.add_n(model.losses))
@@ -291,7 +303,7 @@ class CurvatureOracle:
         for variable, old in zip(self._restore, saved):
             variable.assign(old)
         self.num_function_evaluations += 1
-        return value
+        return _replica_sum(value)
 
     # ------------------------------------------------------------------ products
     def _check(self, vector):
@@ -430,7 +442,7 @@ class CurvatureOracle:
             jacobians = tape.jacobian(contributions, self._sources,
                                       unconnected_gradients=tf.UnconnectedGradients.ZERO,
                                       experimental_use_pfor=False)
-        return [tf.reduce_sum(tf.square(j), axis=0) for j in jacobians]
+        return _replica_sum([tf.reduce_sum(tf.square(j), axis=0) for j in jacobians])
 
     def hutchinson_diagonal(self, kind: str = "gauss_newton", num_samples: int = 10,
                             seed: Optional[int] = None) -> List[tf.Tensor]:

@@ -17,6 +17,7 @@ Martens 2010 (ICML), Martens & Sutskever 2011/2012. Per step:
 """
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -101,7 +102,9 @@ class HessianFree(SecondOrderOptimizer):
             return None
         try:
             squared = flatten(oracle.squared_gradient_diagonal())
-        except ValueError:  # no per-example structure: run unpreconditioned
+        except ValueError as error:  # no per-example gradients: run unpreconditioned
+            warnings.warn(f"{self.name}: running without the preconditioner: {error}",
+                          stacklevel=3)
             return None
         return tf.pow(tf.cast(squared, dtype) + damping, 0.75)
 

@@ -1,4 +1,10 @@
-"""Under MirroredStrategy with 2 replicas, oracle quantities equal the global-batch ones."""
+"""Under MirroredStrategy with 2 replicas, oracle quantities equal the global-batch ones.
+
+Both inside ``strategy.run`` (each replica's oracle all-reduces) and from cross-replica
+context (`DistributedKerasOracle`, what ``fit`` uses). One strategy per process: two
+MirroredStrategy objects on the same devices in one process clash in TF's collective
+instance keys, with Keras' own optimizers too.
+"""
 
 import os
 import subprocess
@@ -38,20 +44,48 @@ SCRIPT = textwrap.dedent("""
         oracle = CurvatureOracle.from_keras(model, loss, xr, yr)
         return (oracle.value(), flatten(oracle.gradient()),
                 flatten(oracle.gauss_newton_vector_product(v)),
-                flatten(oracle.hessian_vector_product(v)))
+                flatten(oracle.hessian_vector_product(v)), oracle.evaluate(),
+                flatten(oracle.squared_gradient_diagonal()))
 
     results = strategy.run(per_replica, args=(xs, ys))
     replicas = [strategy.experimental_local_results(r) for r in results]
     single = CurvatureOracle.from_keras(model, loss, x, y)
     expected = (single.value(), flatten(single.gradient()),
                 flatten(single.gauss_newton_vector_product(v)),
-                flatten(single.hessian_vector_product(v)))
-    for name, got, want in zip(["value", "gradient", "gauss_newton", "hessian"], replicas,
-                               expected):
+                flatten(single.hessian_vector_product(v)), single.evaluate(),
+                flatten(single.squared_gradient_diagonal()))
+    names = ["value", "gradient", "gauss_newton", "hessian", "evaluate", "squared_gradient"]
+    for name, got, want in zip(names, replicas, expected):
         for replica in got:
             np.testing.assert_allclose(replica.numpy(), want.numpy(), rtol=1e-9, atol=1e-12,
                                        err_msg=name)
     print("REPLICAS-OK", len(replicas[0]))
+
+    # Cross-replica: one oracle over the shards, each quantity run on every replica.
+    with strategy.scope():
+        distributed = CurvatureOracle.from_keras(model, loss, xs, ys, compiled=True)
+    assert type(distributed).__name__ == "DistributedKerasOracle"
+    got = (distributed.value(), flatten(distributed.gradient()),
+           flatten(distributed.gauss_newton_vector_product(v)),
+           flatten(distributed.hessian_vector_product(v)))
+    for name, g, want in zip(names, got, expected):
+        np.testing.assert_allclose(g.numpy(), want.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+    np.testing.assert_allclose(flatten(distributed.squared_gradient_diagonal()).numpy(),
+                               expected[5].numpy(), rtol=1e-9, atol=1e-14)
+    for w, dw in zip(model.trainable_variables, v):
+        w.assign_add(0.1 * dw)
+    np.testing.assert_allclose(distributed.evaluate().numpy(), single.evaluate().numpy(),
+                               rtol=1e-12)
+    outputs = strategy.experimental_local_results(distributed.outputs())
+    assert [o.shape[0] for o in outputs] == [4, 4]
+    try:
+        CurvatureOracle.from_keras(model, loss, xs, ys, compiled=True)
+    except ValueError as error:
+        assert "strategy.scope()" in str(error)
+    else:
+        raise AssertionError("per-replica values outside the scope were accepted")
+    print("CROSS-REPLICA-OK")
 """)
 
 
@@ -60,3 +94,4 @@ def test_two_replicas_sum_to_the_global_batch_quantities():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                          env=env, timeout=600)
     assert "REPLICAS-OK 2" in out.stdout, out.stderr[-3000:]
+    assert "CROSS-REPLICA-OK" in out.stdout, out.stderr[-3000:]

@@ -1,0 +1,81 @@
+"""A `CurvatureOracle` over a batch split across the replicas of a ``tf.distribute`` strategy.
+
+An optimizer's step is Python control flow (CG iterations, accept/reject,
+damping updates) and runs once, in cross-replica context. Each quantity it asks
+for runs on every replica's shard through ``strategy.run`` and is all-reduced
+inside the replica function (`oracle._replica_sum`: Keras losses divide each
+replica's share by the replica count, so the sum is the global-batch quantity).
+A CG ``tf.while_loop`` around an all-reduce fails under ``MirroredStrategy``
+("merge_call called while defining a new graph"); this split avoids it.
+"""
+
+import tensorflow as tf
+
+from ctc_newton.curvature.compiled import CompiledKerasOracle
+
+
+def is_distributed(value) -> bool:
+    """Whether any leaf of ``value`` is a per-replica ``tf.distribute`` value."""
+    return any(isinstance(leaf, tf.distribute.DistributedValues)
+               for leaf in tf.nest.flatten(value))
+
+
+class DistributedKerasOracle(CompiledKerasOracle):
+    """`CompiledKerasOracle` whose quantities are summed over the replicas' shards.
+
+    Built by ``CurvatureOracle.from_keras(..., compiled=True)`` inside a
+    multi-replica ``strategy.scope()`` (or by ``model.fit`` under it).
+
+    Args:
+      model: a Keras model built under ``strategy``'s scope.
+      loss: a Keras ``Loss``.
+      x, y, sample_weight: per-replica values (as a distributed dataset yields
+        them) or plain tensors (then every replica sees the whole batch and the
+        sum is still the batch's quantity).
+      strategy: the ``tf.distribute.Strategy``.
+    """
+
+    def __init__(self, model, loss, x, y, sample_weight=None, *, strategy):
+        self.strategy = strategy
+        # Layers that all-reduce in their forward pass (synchronized BatchNormalization)
+        # couple the replicas' examples: per-example Jacobians through them deadlock.
+        self._synchronized = [layer.name for layer in model._flatten_layers()
+                              if getattr(layer, "synchronized", False)]
+        super().__init__(model, loss, x, y, sample_weight)
+
+    def _call(self, fn, *args):
+        return self._first(self._run(fn, *args))
+
+    def _run(self, fn, *args):
+        for variable, value in zip(self._restore, self._saved):
+            variable.assign(value)
+        try:
+            with self.strategy.scope():
+                return self.strategy.run(fn, args=(*self._batch, *args))
+        finally:
+            for variable, value in zip(self._restore, self._saved):
+                variable.assign(value)
+
+    def _first(self, result):
+        """Replica 0's copy of an all-reduced result (every replica holds the same)."""
+        return tf.nest.map_structure(
+            lambda r: self.strategy.experimental_local_results(r)[0], result)
+
+    def squared_gradient_diagonal(self):
+        """``sum_i g_i^2`` over the global batch's examples.
+
+        Raises:
+          ValueError: the model has synchronized layers (their per-example
+            gradients mix the replicas' examples).
+        """
+        if self._synchronized:
+            raise ValueError(
+                "Per-example gradients are not available under a strategy for models with "
+                f"synchronized layers ({', '.join(self._synchronized)}); use "
+                "BatchNormalization(synchronized=False) or no squared-gradient "
+                "preconditioner (HessianFree(preconditioner=False)).")
+        return super().squared_gradient_diagonal()
+
+    def outputs(self):
+        """The model outputs at the point, per replica (same dropout masks as the products)."""
+        return self._run(self._functions.outputs)

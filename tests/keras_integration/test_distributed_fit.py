@@ -1,0 +1,95 @@
+"""fit under MirroredStrategy with 2 logical CPU devices takes the global-batch step.
+
+Runs in a subprocess: logical devices must be configured before TensorFlow starts,
+and one process holds one MirroredStrategy (two on the same devices clash in TF's
+collective instance keys, with Keras' own optimizers too).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import os
+    import warnings
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import ctc_newton
+    from ctc_newton import CTCLoss
+    from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 8, 3))
+    y = rng.integers(1, 4, size=(16, 2)).astype(np.int32)
+    weights = np.linspace(0.5, 1.5, 16)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    def make(kind):
+        keras.utils.set_random_seed(0)
+        hidden = {
+            "dense": keras.layers.Dense(6, activation="tanh", dtype="float64"),
+            "lstm": keras.layers.LSTM(5, return_sequences=True, use_cudnn=False,
+                                      dtype="float64"),
+        }[kind]
+        return keras.Sequential([keras.Input((8, 3), dtype="float64"), hidden,
+                                 keras.layers.Dense(4, dtype="float64")])
+
+    def fit(kind, optimizer, distributed, metrics=False, steps_per_execution=1):
+        with strategy.scope() if distributed else tf.init_scope():
+            model = make(kind)
+            model.compile(optimizer=optimizer(), loss=CTCLoss(dtype="float64"),
+                          metrics=[ctc_newton.LabelErrorRate()] if metrics else None,
+                          steps_per_execution=steps_per_execution)
+        dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8)
+        history = model.fit(dataset, epochs=1, verbose=0, validation_data=(x[:8], y[:8]))
+        return model, history.history
+
+    cases = [("lstm", HessianFree, dict(metrics=True, steps_per_execution=2)),
+             ("dense", GaussNewton, {}),
+             ("dense", NewtonCG, {}),
+             ("dense", lambda: LBFGS(max_iterations=3), {})]
+    for kind, optimizer, compile_args in cases:
+        replicated, logs = fit(kind, optimizer, True, **compile_args)
+        single, expected = fit(kind, optimizer, False, **compile_args)
+        name = type(single.optimizer).__name__
+        assert replicated.distribute_strategy.num_replicas_in_sync == 2
+        assert int(replicated.optimizer.iterations.numpy()) == \\
+            int(single.optimizer.iterations.numpy()) > 0, name
+        for a, b in zip(replicated.trainable_variables, single.trainable_variables):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-8, atol=1e-10,
+                                       err_msg=name)
+        assert set(logs) == set(expected), (name, logs, expected)
+        for key in expected:
+            np.testing.assert_allclose(logs[key], expected[key], rtol=1e-5, err_msg=key)
+        print("FIT-OK", name, sorted(logs))
+
+    # Synchronized BatchNorm couples the replicas' examples: no per-example gradients,
+    # so HessianFree warns and runs unpreconditioned instead of deadlocking.
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8, 3), dtype="float64"),
+                                  keras.layers.Dense(5, dtype="float64"),
+                                  keras.layers.BatchNormalization(synchronized=True,
+                                                                  dtype="float64"),
+                                  keras.layers.Dense(4, dtype="float64")])
+        model.compile(optimizer=HessianFree(), loss=CTCLoss(dtype="float64"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert any("synchronized" in str(w.message) for w in caught)
+    assert history.history["loss"][1] < history.history["loss"][0]
+    print("SYNC-BN-OK")
+""")
+
+
+def test_two_replica_fit_takes_the_global_batch_step():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=900)
+    assert out.stdout.count("FIT-OK") == 4, out.stdout + out.stderr[-4000:]
+    assert "SYNC-BN-OK" in out.stdout, out.stdout + out.stderr[-4000:]
