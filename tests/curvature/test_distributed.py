@@ -1,32 +1,18 @@
 """Under MirroredStrategy with 2 replicas, oracle quantities equal the global-batch ones.
 
 Both inside ``strategy.run`` (each replica's oracle all-reduces) and from cross-replica
-context (`DistributedKerasOracle`, what ``fit`` uses). One strategy per process: two
-MirroredStrategy objects on the same devices in one process clash in TF's collective
-instance keys, with Keras' own optimizers too.
+context (`DistributedKerasOracle`, what ``fit`` uses).
 """
 
-import os
-import subprocess
-import sys
-import textwrap
+from tests.two_replicas import run_with_two_replicas
 
-SCRIPT = textwrap.dedent("""
-    import os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
+SCRIPT = """
     from ctc_newton import CTCLoss, CurvatureOracle
     from ctc_newton.curvature import flatten
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 6, 3))
     y = rng.integers(1, 4, size=(8, 2)).astype(np.int32)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((6, 3), dtype="float64"),
@@ -86,12 +72,10 @@ SCRIPT = textwrap.dedent("""
     else:
         raise AssertionError("per-replica values outside the scope were accepted")
     print("CROSS-REPLICA-OK")
-""")
+"""
 
 
 def test_two_replicas_sum_to_the_global_batch_quantities():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                         env=env, timeout=600)
+    out = run_with_two_replicas(SCRIPT)
     assert "REPLICAS-OK 2" in out.stdout, out.stderr[-3000:]
     assert "CROSS-REPLICA-OK" in out.stdout, out.stderr[-3000:]

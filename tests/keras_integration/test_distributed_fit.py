@@ -1,25 +1,9 @@
-"""fit under MirroredStrategy with 2 logical CPU devices takes the global-batch step.
+"""fit under MirroredStrategy with 2 logical CPU devices takes the global-batch step."""
 
-Runs in a subprocess: logical devices must be configured before TensorFlow starts,
-and one process holds one MirroredStrategy (two on the same devices clash in TF's
-collective instance keys, with Keras' own optimizers too).
-"""
+from tests.two_replicas import run_with_two_replicas
 
-import os
-import subprocess
-import sys
-import textwrap
-
-SCRIPT = textwrap.dedent("""
-    import os
+SCRIPT = """
     import warnings
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
     import ctc_newton
     from ctc_newton import CTCLoss
     from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
@@ -28,7 +12,6 @@ SCRIPT = textwrap.dedent("""
     x = rng.standard_normal((16, 8, 3))
     y = rng.integers(1, 4, size=(16, 2)).astype(np.int32)
     weights = np.linspace(0.5, 1.5, 16)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
     def make():
         keras.utils.set_random_seed(0)
@@ -83,12 +66,10 @@ SCRIPT = textwrap.dedent("""
     assert any("synchronized" in str(w.message) for w in caught)
     assert history.history["loss"][1] < history.history["loss"][0]
     print("SYNC-BN-OK")
-""")
+"""
 
 
 def test_two_replica_fit_takes_the_global_batch_step():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                         env=env, timeout=900)
+    out = run_with_two_replicas(SCRIPT)
     assert out.stdout.count("FIT-OK") == 4, out.stdout + out.stderr[-4000:]
     assert "SYNC-BN-OK" in out.stdout, out.stdout + out.stderr[-4000:]
