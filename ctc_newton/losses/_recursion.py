@@ -150,17 +150,12 @@ def forward_backward(log_emissions, lattice: Lattice, logit_length) -> ForwardBa
       A `ForwardBackward`.
     """
     log_final = tf.math.log(lattice.final)
-    # Each frame's emissions relative to their largest: the loops then add numbers near 0
-    # on the states that carry the mass, so float32 rounding per frame stays far smaller.
-    log_emissions, emission_shift = _shift_to_zero(log_emissions)
-    live = tf.range(tf.shape(log_emissions)[0])[:, tf.newaxis] < logit_length[tf.newaxis, :]
-    emission_shift = tf.where(live, emission_shift, tf.zeros_like(emission_shift))
     log_alpha, alpha_shift, alpha_last = _forward(log_emissions, tf.math.log(lattice.skip),
                                                   logit_length)
     log_beta, beta_shift = _backward(log_emissions, tf.math.log(lattice.skip_next), log_final,
                                      logit_length)
     terminal = tf.reduce_logsumexp(alpha_last + log_final, axis=1)
-    log_likelihood = tf.reduce_sum(alpha_shift + emission_shift, axis=0) + terminal
+    log_likelihood = tf.reduce_sum(alpha_shift, axis=0) + terminal
     return ForwardBackward(log_emissions, log_alpha, log_beta, alpha_shift, beta_shift,
                            log_likelihood)
 
