@@ -156,3 +156,53 @@ def test_mixed_precision_overflow_skips_the_step_and_lowers_the_scale():
         np.testing.assert_array_equal(old, new.numpy())
     assert float(model.optimizer.inner_optimizer.damping.numpy()) > damping
     assert float(model.optimizer.dynamic_scale.numpy()) == scale / 2
+
+
+class SubclassedRecognizer(keras.Model):
+    """A subclassed model that keeps Keras' train_step."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(6, activation="tanh")
+        self.out = keras.layers.Dense(4)
+
+    def call(self, inputs, training=False):
+        return self.out(self.hidden(inputs))
+
+
+def functional_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 3))
+    return keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Dense(6, "tanh")(inputs)))
+
+
+def subclassed_model():
+    keras.utils.set_random_seed(0)
+    model = SubclassedRecognizer()
+    model(np.zeros((1, 8, 3), np.float32))
+    return model
+
+
+@pytest.mark.parametrize("build", [functional_model, subclassed_model])
+def test_functional_and_subclassed_models_take_the_oracle_step(build):
+    x, y = data(16)
+    model = build()
+    model.compile(optimizer=GaussNewton(), loss=CTCLoss())
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    reference = build()
+    GaussNewton().step(CurvatureOracle.from_keras(reference, CTCLoss(), x, y))
+    for a, b in zip(model.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_callbacks_and_the_progress_bar_see_the_curvature_statistics(capsys):
+    x, y = data(16)
+    model = functional_model()
+    model.compile(optimizer=HessianFree(), loss=CTCLoss())
+    seen = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(dict(logs)))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=1, callbacks=[callback])
+    assert len(seen) == 2
+    assert all({"loss", "damping", "cg_iterations", "rho"} <= set(logs) for logs in seen)
+    assert "cg_iterations" in capsys.readouterr().out
