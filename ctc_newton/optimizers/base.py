@@ -59,7 +59,12 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
 
     # ----------------------------------------------------------- API
     def step(self, oracle, curvature_oracle=None) -> Dict[str, Any]:
-        """Takes one step from the oracle's point; returns the iteration's record."""
+        """Takes one step from the oracle's point; returns the iteration's record.
+
+        The record has ``accepted`` (whether the variables moved) and, when the
+        oracle is already linearized at the new variables, ``linearized=True``
+        (a rejected step leaves the oracle at its point: only ``evaluate`` ran).
+        """
         raise NotImplementedError
 
     def apply(self, grads, trainable_variables=None):

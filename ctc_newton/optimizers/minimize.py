@@ -135,7 +135,10 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
                                f"{key}={value}" for key, value in record.items()
                                if key != "note")
             print(f"[{method}] {fields}", file=sys.stdout, flush=True)
-        oracle.linearize()
+        # A rejected step leaves the point (and the oracle's linearization) unchanged;
+        # a line search may have linearized at the accepted point already.
+        if record.get("accepted") and not record.get("linearized"):
+            oracle.linearize()
         if callback is not None and callback(result("running", False, 1, k + 1)):
             return result("stopped by the callback", False, 2, k + 1)
         if method == "newton-cg" and record.get("accepted") and \
