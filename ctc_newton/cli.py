@@ -23,6 +23,7 @@ DEFAULT_BATCH = {"adam": 32, "lbfgs": 500, "hessian-free": 250, "gauss-newton": 
 
 
 MIN_DAMPING = 1e-2
+HF_CG_ITERATIONS = 6
 
 
 def make_optimizer(name: str, learning_rate: float = 1e-2):
@@ -33,7 +34,9 @@ def make_optimizer(name: str, learning_rate: float = 1e-2):
     # for a recurrent model (seconds per step here); the command line leaves it off.
     # Each step's damping adapts on its own batch; a floor keeps one batch's quadratic
     # model from taking over (without it the loss rose again after epoch 3).
-    return {"hessian-free": lambda: HessianFree(damping=1.0, max_cg_iterations=50,
+    # Short CG runs per mini-batch reach a given error rate sooner in wall-clock time
+    # (digit lines, 2 CPU cores: 6 iterations reached 5.0% in 76-101 s, 50 in 211 s).
+    return {"hessian-free": lambda: HessianFree(damping=1.0, max_cg_iterations=HF_CG_ITERATIONS,
                                                 preconditioner=False, min_damping=MIN_DAMPING),
             "gauss-newton": lambda: GaussNewton(damping=1.0, max_cg_iterations=50,
                                                 min_damping=MIN_DAMPING),
@@ -203,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--epochs", type=_positive_int, default=4)
+        p.add_argument("--epochs", type=_positive_int, default=6)
         p.add_argument("--batch-size", type=_positive_int, default=None,
                        help="default: 32 for adam, 250 for the second-order methods")
         p.add_argument("--train-size", type=_positive_int, default=2000)
