@@ -34,9 +34,11 @@ import weakref
 
 import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer, reduce_per_replica
+from keras.src.backend.common.masking import get_keras_mask
 from keras.src.trainers import data_adapters
 
 from ctc_newton.curvature import CurvatureOracle
+from ctc_newton.curvature.compiled import with_keras_mask
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 
 _ORIGINAL = {}
@@ -92,7 +94,8 @@ def _after_step(model):
     """
     strategy = model.distribute_strategy
 
-    def update(x, y, y_pred, sample_weight, loss):
+    def update(x, y, y_pred, sample_weight, loss, mask=None):
+        with_keras_mask(y_pred, mask)  # strategy.run passes tensors without attributes
         if model.non_trainable_variables:
             model(x, training=True)
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
@@ -105,9 +108,12 @@ def _after_step(model):
         _PER_REPLICA_UPDATES[model] = tf.function(update, reduce_retracing=True)
     per_replica = _PER_REPLICA_UPDATES[model]
 
-    def distributed(*args):
+    def distributed(x, y, y_pred, sample_weight, loss):
+        masks = [get_keras_mask(local) for local in strategy.experimental_local_results(y_pred)]
+        mask = None if masks[0] is None else strategy.experimental_distribute_values_from_function(
+            lambda context: masks[context.replica_id_in_sync_group])
         with strategy.scope():
-            results = strategy.run(per_replica, args=args)
+            results = strategy.run(per_replica, args=(x, y, y_pred, sample_weight, loss, mask))
             return reduce_per_replica(results, strategy, reduction="auto")
 
     return distributed

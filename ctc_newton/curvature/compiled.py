@@ -15,11 +15,19 @@ import weakref
 from typing import Optional
 
 import tensorflow as tf
+from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
 
 from ctc_newton.curvature import vectors
 from ctc_newton.curvature.oracle import CurvatureOracle
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def with_keras_mask(outputs, mask):
+    """``outputs`` with ``mask`` attached as its Keras mask (if any)."""
+    if mask is not None:
+        set_keras_mask(outputs, mask)
+    return outputs
 
 
 class KerasCurvature:
@@ -45,8 +53,9 @@ class KerasCurvature:
         def squared_gradients(x, y, sample_weight):
             return oracle(x, y, sample_weight).squared_gradient_diagonal()
 
-        def outputs(x, y, sample_weight):
-            return model(x, training=True)
+        def outputs(x, y, sample_weight):  # a graph output drops the Keras mask: return it
+            outputs = model(x, training=True)
+            return outputs, get_keras_mask(outputs)
 
         options = dict(reduce_retracing=True)
         self.value_and_gradient = tf.function(value_and_gradient, **options)
@@ -120,8 +129,9 @@ class CompiledKerasOracle:
         return self._call(self._functions.value)
 
     def outputs(self):
-        """The model outputs at the point (same dropout masks as the products)."""
-        return self._call(self._functions.outputs)
+        """The model outputs at the point (same dropout masks as the products), with
+        their Keras mask."""
+        return with_keras_mask(*self._call(self._functions.outputs))
 
     def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
         if kind not in ("hessian", "gauss_newton"):

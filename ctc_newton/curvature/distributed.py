@@ -11,7 +11,7 @@ A CG ``tf.while_loop`` around an all-reduce fails under ``MirroredStrategy``
 
 import tensorflow as tf
 
-from ctc_newton.curvature.compiled import CompiledKerasOracle
+from ctc_newton.curvature.compiled import CompiledKerasOracle, with_keras_mask
 
 
 def is_distributed(value) -> bool:
@@ -77,5 +77,11 @@ class DistributedKerasOracle(CompiledKerasOracle):
         return super().squared_gradient_diagonal()
 
     def outputs(self):
-        """The model outputs at the point, per replica (same dropout masks as the products)."""
-        return self._run(self._functions.outputs)
+        """The model outputs at the point, per replica (same dropout masks as the products);
+        each replica's tensor carries its Keras mask."""
+        outputs, masks = self._run(self._functions.outputs)
+        if masks is not None:
+            for local, mask in zip(self.strategy.experimental_local_results(outputs),
+                                   self.strategy.experimental_local_results(masks)):
+                with_keras_mask(local, mask)
+        return outputs

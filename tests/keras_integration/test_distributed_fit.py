@@ -8,14 +8,31 @@ SCRIPT = """
     from ctc_newton import CTCLoss
     from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
 
+    from keras.src.backend.common.masking import get_keras_mask
+
+    class ValidFrames(keras.metrics.Metric):  # frames the output mask keeps
+        def __init__(self, name="valid_frames", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.frames = self.add_weight(name="frames", initializer="zeros")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            mask = get_keras_mask(y_pred)  # None in Keras' symbolic build
+            mask = tf.ones(tf.shape(y_pred)[:2]) if mask is None else tf.cast(mask, "float32")
+            self.frames.assign_add(tf.reduce_sum(mask))
+
+        def result(self):
+            return self.frames
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 8, 3))
+    x[::2, 6:] = 0.0  # masked frames
     y = rng.integers(1, 4, size=(16, 2)).astype(np.int32)
     weights = np.linspace(0.5, 1.5, 16)
 
     def make():
         keras.utils.set_random_seed(0)
         return keras.Sequential([keras.Input((8, 3), dtype="float64"),
+                                 keras.layers.Masking(0.0, dtype="float64"),
                                  keras.layers.Dense(6, activation="tanh", dtype="float64"),
                                  keras.layers.Dense(4, dtype="float64")])
 
@@ -23,7 +40,8 @@ SCRIPT = """
         with strategy.scope() if distributed else tf.init_scope():
             model = make()
             model.compile(optimizer=optimizer(), loss=CTCLoss(dtype="float64"),
-                          metrics=[ctc_newton.LabelErrorRate()] if metrics else None,
+                          metrics=[ctc_newton.LabelErrorRate(), ValidFrames()] if metrics
+                          else None,
                           steps_per_execution=steps_per_execution)
         dataset = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(8)
         history = model.fit(dataset, epochs=1, verbose=0, validation_data=(x[:8], y[:8]))
@@ -47,6 +65,8 @@ SCRIPT = """
         assert set(logs) == set(expected), (name, logs, expected)
         for key in expected:
             np.testing.assert_allclose(logs[key], expected[key], rtol=1e-5, err_msg=key)
+        if "valid_frames" in logs:  # 16 lines of 8 frames, 8 of them masked after 6
+            assert logs["valid_frames"] == [16 * 8 - 8 * 2], logs["valid_frames"]
         print("FIT-OK", name, sorted(logs))
     np.testing.assert_allclose(replicated.predict(x, verbose=0), single.predict(x, verbose=0),
                                rtol=1e-8, atol=1e-10)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras.src.backend.common.masking import get_keras_mask
 
 import ctc_newton
 from ctc_newton import CTCLoss, CurvatureOracle
@@ -206,3 +207,31 @@ def test_callbacks_and_the_progress_bar_see_the_curvature_statistics(capsys):
     assert len(seen) == 2
     assert all({"loss", "damping", "cg_iterations", "rho"} <= set(logs) for logs in seen)
     assert "cg_iterations" in capsys.readouterr().out
+
+
+class ValidFrames(keras.metrics.Metric):
+    """Counts the frames the output mask keeps (all frames without a mask)."""
+
+    def __init__(self, name="valid_frames", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.frames = self.add_weight(name="frames", initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        mask = get_keras_mask(y_pred)
+        if mask is None:
+            mask = tf.ones(tf.shape(y_pred)[:2], tf.bool)
+        self.frames.assign_add(tf.reduce_sum(tf.cast(mask, "float32")))
+
+    def result(self):
+        return self.frames
+
+
+def test_metrics_see_the_output_mask():
+    x, y = data(16)
+    x[::2, 5:] = 0.0  # half the lines are 5 frames long
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Masking(0.0),
+                              keras.layers.Dense(4)])
+    model.compile(optimizer=GaussNewton(), loss=CTCLoss(), metrics=[ValidFrames()])
+    history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    assert history.history["valid_frames"] == [16 * 8 - 8 * 3]
