@@ -96,10 +96,13 @@ class CompiledKerasOracle:
         for variable, value in zip(self._restore, self._saved):
             variable.assign(value)
         try:
-            return fn(*self._batch, *args)
+            return self._invoke(fn, *args)
         finally:
             for variable, value in zip(self._restore, self._saved):
                 variable.assign(value)
+
+    def _invoke(self, fn, *args):
+        return fn(*self._batch, *args)
 
     def linearize(self) -> "CompiledKerasOracle":
         self._saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]

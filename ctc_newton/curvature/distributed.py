@@ -43,18 +43,12 @@ class DistributedKerasOracle(CompiledKerasOracle):
                               if getattr(layer, "synchronized", False)]
         super().__init__(model, loss, x, y, sample_weight)
 
-    def _call(self, fn, *args):
-        return self._first(self._run(fn, *args))
+    def _invoke(self, fn, *args):
+        with self.strategy.scope():
+            return self.strategy.run(fn, args=(*self._batch, *args))
 
-    def _run(self, fn, *args):
-        for variable, value in zip(self._restore, self._saved):
-            variable.assign(value)
-        try:
-            with self.strategy.scope():
-                return self.strategy.run(fn, args=(*self._batch, *args))
-        finally:
-            for variable, value in zip(self._restore, self._saved):
-                variable.assign(value)
+    def _call(self, fn, *args):
+        return self._first(super()._call(fn, *args))
 
     def _first(self, result):
         """Replica 0's copy of an all-reduced result (every replica holds the same)."""
@@ -79,7 +73,7 @@ class DistributedKerasOracle(CompiledKerasOracle):
     def outputs(self):
         """The model outputs at the point, per replica (same dropout masks as the products);
         each replica's tensor carries its Keras mask."""
-        outputs, masks = self._run(self._functions.outputs)
+        outputs, masks = super()._call(self._functions.outputs)
         if masks is not None:
             for local, mask in zip(self.strategy.experimental_local_results(outputs),
                                    self.strategy.experimental_local_results(masks)):
