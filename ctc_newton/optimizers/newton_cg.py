@@ -117,14 +117,15 @@ class NewtonCG(SecondOrderOptimizer):
         x0 = x.numpy().astype(np.float64)
         oracle = problem.oracle
         cache = {}
-        linearized_at = [None]  # the point the oracle was last linearized at
+        linearized_at = None  # the point the oracle was last linearized at
 
         def f(z):
+            nonlocal linearized_at
             key = z.tobytes()
             if key not in cache:
                 problem.assign(tf.constant(z, problem.dtype))
                 oracle.linearize()
-                linearized_at[0] = key
+                linearized_at = key
                 v = float(oracle.value())
                 g = problem.gradient().numpy().astype(np.float64)
                 cache[key] = (v if math.isfinite(v) else np.inf, g)
@@ -152,7 +153,7 @@ class NewtonCG(SecondOrderOptimizer):
         x_new = x0 + alpha * p
         trial = f(x_new)
         problem.assign(tf.constant(x_new, problem.dtype))
-        if linearized_at[0] != x_new.tobytes():
+        if linearized_at != x_new.tobytes():
             oracle.linearize()
         return dict(record, accepted=True, step_size=float(alpha), rho=float("nan"),
                     value_after=trial, update_l1=float(np.sum(np.abs(alpha * p))),
