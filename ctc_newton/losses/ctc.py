@@ -65,9 +65,15 @@ class CTCPoint:
       lattice: the batch's `Lattice`.
       logit_length: ``[B]`` int32.
       zero_infinity: map infinite losses (infeasible alignments) to 0.
+      invalid: ``[B]`` bool, sequences whose inputs failed validation (or None).
+
+    Sequences that are invalid or hold NaN (or +inf) on a valid frame get a NaN
+    loss, gradient and curvature products: never a number that looks like an
+    infeasible alignment, and never one that ``zero_infinity`` hides.
     """
 
-    def __init__(self, logits, lattice: Lattice, logit_length, zero_infinity=False):
+    def __init__(self, logits, lattice: Lattice, logit_length, zero_infinity=False,
+                 invalid=None):
         self.lattice = lattice
         # Derivatives are explicit (custom gradients): keep tapes out of the recursions,
         # which would otherwise record every loop intermediate.
@@ -85,18 +91,29 @@ class CTCPoint:
         loss = -self.fb.log_likelihood
         finite = lattice.feasible & tf.math.is_finite(loss)
         fallback = 0.0 if zero_infinity else float("inf")
-        self.loss = tf.where(finite, loss, tf.constant(fallback, loss.dtype))
+        # log_probabilities zeroes padded frames first: a NaN here is on a valid frame.
+        self.poisoned = tf.reduce_any(tf.math.is_nan(log_probs), axis=[1, 2])
+        if invalid is not None:
+            self.poisoned = self.poisoned | invalid
+        loss = tf.where(finite, loss, tf.constant(fallback, loss.dtype))
+        self.loss = self._poison(loss)
         # Frames that carry gradient and curvature: valid frames of finite sequences.
         self.live = (frame_mask & finite[:, tf.newaxis])[:, :, tf.newaxis]
 
+    def _poison(self, x):
+        """NaN on the poisoned sequences of a ``[B]`` or ``[B, T, K]`` tensor."""
+        mask = tf.reshape(self.poisoned, [-1] + [1] * (x.shape.rank - 1))
+        return tf.where(mask, tf.constant(float("nan"), x.dtype), x)
+
     def gradient(self):
         """``[B, T, K]`` d loss_b / d logits: ``softmax - occupancy`` on live frames."""
-        return _states.gradient(self.probs, self.fb.log_alpha, self.fb.log_beta,
-                                self.lattice.states, self.live, self._one_hot)
+        return self._poison(_states.gradient(self.probs, self.fb.log_alpha, self.fb.log_beta,
+                                             self.lattice.states, self.live, self._one_hot))
 
     def gauss_newton_vector_product(self, vector):
         """``[B, T, K]`` the PSD CTC Gauss-Newton (frame-wise softmax Hessian) times v."""
-        return _states.gauss_newton_product(self.probs, tf.stop_gradient(vector), self.live)
+        return self._poison(_states.gauss_newton_product(self.probs, tf.stop_gradient(vector),
+                                                         self.live))
 
     def hessian_vector_product(self, vector):
         """``[B, T, K]`` the exact Hessian of ``sum_b loss_b`` times ``vector``."""
@@ -119,37 +136,59 @@ class CTCPoint:
                                               self.logit_length)
             suffix = _recursion.suffix_scores(self._weights[1], state_direction,
                                               self.logit_length)
-        return _states.hessian_product(self.probs, vector, self.fb.log_alpha, self.fb.log_beta,
-                                       prefix, suffix, self.lattice.states, self.live,
-                                       self._one_hot)
+        return self._poison(_states.hessian_product(
+            self.probs, vector, self.fb.log_alpha, self.fb.log_beta, prefix, suffix,
+            self.lattice.states, self.live, self._one_hot))
+
+
+def _sparse_to_dense(labels: tf.SparseTensor):
+    """``[B, L]`` dense labels and ``[B]`` counts from a ``SparseTensor``.
+
+    Each row's values are packed to the left in index order, so gaps in the column
+    indices are ignored, as ``tf.nn.ctc_loss`` does.
+    """
+    labels = tf.sparse.reorder(labels)
+    rows = tf.cast(labels.indices[:, 0], tf.int32)
+    batch = tf.cast(labels.dense_shape[0], tf.int32)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(rows), rows, batch)
+    positions = tf.range(tf.shape(rows)[0]) - tf.gather(tf.cumsum(counts, exclusive=True),
+                                                        rows)
+    values = _validation.to_int32(labels.values, "labels")
+    width = tf.cast(labels.dense_shape[1], tf.int32)
+    dense = tf.scatter_nd(tf.stack([rows, positions], axis=1), values, [batch, width])
+    return dense, counts
 
 
 def _prepare(labels, logits, label_length, logit_length, logits_time_major, blank_index,
              validate_args):
-    """Validates and converts inputs; returns batch-major compute-dtype logits etc."""
+    """Validates and converts inputs.
+
+    Returns:
+      ``(logits, lattice, logit_length, invalid)``: batch-major compute-dtype logits
+      with at least one frame, the lattice, int32 lengths, and ``[B]`` bool marking
+      sequences whose values are invalid (None without ``validate_args``).
+    """
     logits = tf.convert_to_tensor(logits, name="logits")
     work_dtype = compute_dtype(logits.dtype)
     _validation.check_rank(logits, 3, "logits")
     if isinstance(labels, tf.SparseTensor):
         _validation.check_rank(labels, 2, "labels")
-        batch_from_labels = tf.cast(labels.dense_shape[0], tf.int32)
+        if not labels.dtype.is_integer:
+            raise TypeError(f"`labels` must hold integer class ids, got {labels.dtype.name}.")
+        labels, counts = _sparse_to_dense(labels)
         if label_length is None:
-            label_length = tf.math.unsorted_segment_max(
-                tf.cast(labels.indices[:, 1], tf.int32) + 1,
-                tf.cast(labels.indices[:, 0], tf.int32), batch_from_labels)
-            label_length = tf.maximum(label_length, 0)
-        labels = tf.sparse.to_dense(labels)
+            label_length = counts
     else:
         labels = tf.convert_to_tensor(labels, name="labels")
         _validation.check_rank(labels, 2, "labels")
         if label_length is None:
             raise ValueError("`label_length` is required with dense `labels`; it may be "
                              "None only for a `tf.SparseTensor`.")
-    if not labels.dtype.is_integer:
-        raise TypeError(f"`labels` must hold integer class ids, got {labels.dtype.name}.")
-    labels = tf.cast(labels, tf.int32)
-    label_length = tf.cast(tf.convert_to_tensor(label_length, name="label_length"), tf.int32)
-    logit_length = tf.cast(tf.convert_to_tensor(logit_length, name="logit_length"), tf.int32)
+        if not labels.dtype.is_integer:
+            raise TypeError(f"`labels` must hold integer class ids, got {labels.dtype.name}.")
+    labels = _validation.to_int32(labels, "labels")
+    label_length = _validation.to_int32(label_length, "label_length")
+    logit_length = _validation.to_int32(logit_length, "logit_length")
     _validation.check_rank(label_length, 1, "label_length")
     _validation.check_rank(logit_length, 1, "logit_length")
 
@@ -163,18 +202,38 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
     if num_classes is None:
         num_classes = tf.shape(logits)[2]
     blank = _validation.normalize_blank_index(blank_index, num_classes)
+    num_frames = logits.shape[1] if logits.shape[1] is not None else tf.shape(logits)[1]
+    invalid = None
     if validate_args:
-        checks = _validation.runtime_checks(labels, label_length, logit_length,
-                                            tf.shape(logits)[1], tf.shape(logits)[2],
-                                            blank, blank_index)
+        _validation.raise_static_problems(labels, label_length, logit_length, num_frames,
+                                          num_classes, blank)
+        problems = _validation.row_problems(labels, label_length, logit_length, num_frames,
+                                            num_classes, blank)
+        checks = _validation.runtime_checks(problems, tf.shape(labels)[0], label_length,
+                                            logit_length, tf.shape(logits)[2], blank_index)
         checks.append(tf.debugging.assert_equal(
             tf.shape(logits)[0], tf.shape(labels)[0],
             message="`logits` and `labels` disagree on the batch size."))
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
-    logits = tf.cast(logits, work_dtype)
+        # Where asserts cannot raise (XLA), an invalid sequence gets a NaN loss; its
+        # lattice is made empty so that nothing out of range is gathered.
+        invalid = tf.reduce_any(tf.stack([bad for _, bad in problems]), axis=0)
+        label_length = tf.where(invalid, 0, label_length)
+        logit_length = tf.where(invalid, 0, logit_length)
+    logits = _at_least_one_frame(tf.cast(logits, work_dtype))
     lattice = build_lattice(labels, label_length, logit_length, blank, work_dtype)
-    return logits, lattice, logit_length
+    return logits, lattice, logit_length, invalid
+
+
+def _at_least_one_frame(x):
+    """Pads ``[B, T, K]`` to one (ignored) frame when ``T = 0``: the recursions need one.
+
+    The pad's gradient slices it off again.
+    """
+    if x.shape[1] is not None and x.shape[1] > 0:
+        return x
+    return tf.pad(x, [[0, 0], [0, tf.maximum(1 - tf.shape(x)[1], 0)], [0, 0]])
 
 
 def _hessian_op(point: CTCPoint, vector, logits, gauss_newton: bool):
@@ -250,7 +309,7 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
     """
     with tf.name_scope(name or "ctc_loss"):
         logits = tf.convert_to_tensor(logits, name="logits")
-        work_logits, lattice, logit_length = _prepare(
+        work_logits, lattice, logit_length, invalid = _prepare(
             labels, logits, label_length, logit_length, logits_time_major, blank_index,
             validate_args)
 
@@ -258,7 +317,7 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
 
         @tf.custom_gradient
         def loss_fn(x):
-            point = CTCPoint(x, lattice, logit_length, zero_infinity)
+            point = CTCPoint(x, lattice, logit_length, zero_infinity, invalid)
 
             @tf.custom_gradient
             def gradient_fn(y):
@@ -276,10 +335,10 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
 
 def _point(labels, logits, label_length, logit_length, logits_time_major, blank_index,
            zero_infinity, validate_args):
-    work_logits, lattice, logit_length = _prepare(
+    work_logits, lattice, logit_length, invalid = _prepare(
         labels, logits, label_length, logit_length, logits_time_major, blank_index,
         validate_args)
-    return CTCPoint(work_logits, lattice, logit_length, zero_infinity)
+    return CTCPoint(work_logits, lattice, logit_length, zero_infinity, invalid)
 
 
 def _to_layout(x, time_major, dtype):
@@ -311,7 +370,8 @@ def ctc_hessian_vector_product(labels, logits, label_length, logit_length, vecto
     point = _point(labels, logits, label_length, logit_length, logits_time_major,
                    blank_index, zero_infinity, validate_args)
     vector = _to_layout(tf.convert_to_tensor(vector), logits_time_major, point.probs.dtype)
-    product = point.hessian_vector_product(vector)
+    num_frames = tf.shape(vector)[1]
+    product = point.hessian_vector_product(_at_least_one_frame(vector))[:, :num_frames]
     return _to_layout(product, logits_time_major, logits.dtype)
 
 
