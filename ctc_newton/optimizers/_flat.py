@@ -5,6 +5,20 @@ import tensorflow as tf
 from ctc_newton.curvature import flatten, unflatten
 
 
+def check_variables(variables, argument: str = "variables") -> None:
+    """Raises ``ValueError`` for no variables or variables of several float dtypes."""
+    if not variables:
+        raise ValueError(f"`{argument}` is empty: there is nothing to optimize; pass the "
+                         "variables the loss reads (e.g. model.trainable_variables).")
+    dtypes = {tf.as_dtype(v.dtype).name for v in variables}
+    if len(dtypes) > 1:
+        named = ", ".join(f"{getattr(v, 'name', '?')}: {tf.as_dtype(v.dtype).name}"
+                          for v in variables)
+        raise ValueError(f"`{argument}` mixes dtypes {sorted(dtypes)} ({named}); the "
+                         "optimizers work on one flat vector of one dtype: create every "
+                         "variable in the same dtype (e.g. all float64).")
+
+
 class FlatProblem:
     """Flat-vector access to an oracle's point, products and trial evaluations.
 
@@ -15,6 +29,7 @@ class FlatProblem:
     def __init__(self, oracle):
         self.oracle = oracle
         self.variables = oracle.variables
+        check_variables(self.variables)
         self.dtype = tf.as_dtype(self.variables[0].dtype)
 
     def position(self) -> tf.Tensor:

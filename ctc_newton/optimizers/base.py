@@ -9,12 +9,14 @@ variables and returns a record of the iteration. `ctc_newton.keras_integration`
 routes ``model.fit`` to `step`.
 """
 
+import contextlib
 import inspect
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 FIRST_ORDER_MESSAGE = (
     "{name} is a second-order optimizer: it needs the model, the batch and the loss, "
@@ -58,13 +60,21 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
         return problem, value, gradient, finite
 
     # ----------------------------------------------------------- API
-    def step(self, oracle, curvature_oracle=None) -> Dict[str, Any]:
+    def step(self, oracle, curvature_oracle=None, **kwargs) -> Dict[str, Any]:
         """Takes one step from the oracle's point; returns the iteration's record.
 
         The record has ``accepted`` (whether the variables moved) and, when the
         oracle is already linearized at the new variables, ``linearized=True``
         (a rejected step leaves the oracle at its point: only ``evaluate`` ran).
+        If anything raises during the step (a ``KeyboardInterrupt`` too), the
+        variables are put back where the step started before the exception
+        propagates: they never stay at an unaccepted trial point.
         """
+        self._ensure_built(oracle.variables)
+        with restore_on_exception(oracle.variables):
+            return self._step(oracle, curvature_oracle, **kwargs)
+
+    def _step(self, oracle, curvature_oracle=None) -> Dict[str, Any]:
         raise NotImplementedError
 
     def apply(self, grads, trainable_variables=None):
@@ -89,6 +99,29 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
             raise ValueError(f"`{name}` must be finite and {bound}, got {value}.")
 
 
+@contextlib.contextmanager
+def restore_on_exception(variables: Sequence[tf.Variable]):
+    """Puts ``variables`` back to their values at entry if the block raises.
+
+    ``BaseException``: an interrupt (Ctrl-C) during a trial evaluation must not
+    leave the weights at the trial point.
+    """
+    saved = [tf.identity(tf.convert_to_tensor(v)) for v in variables]
+    try:
+        yield
+    except BaseException:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        raise
+
+
 def nonfinite_record(value, note) -> Dict[str, Any]:
     return {"value": value, "accepted": False, "step_size": 0.0, "cg_iterations": 0,
             "rho": float("nan"), "note": note}
+
+
+def stationary_record(value) -> Dict[str, Any]:
+    """A zero gradient: the step is zero, and that is a success (nothing moves)."""
+    return {"value": value, "value_after": value, "accepted": True, "step_size": 0.0,
+            "cg_iterations": 0, "rho": float("nan"), "linearized": True,
+            "update_l1": 0.0, "note": "zero gradient; zero step"}

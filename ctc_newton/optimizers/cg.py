@@ -52,7 +52,7 @@ def steihaug(apply: Apply, gradient: tf.Tensor, radius: float,
     g_norm = float(tf.norm(gradient))
     tolerance = min(0.5, math.sqrt(g_norm)) * g_norm
     z = tf.zeros_like(gradient)
-    if g_norm < tolerance:
+    if g_norm == 0 or g_norm < tolerance:  # a zero gradient: the zero step solves it
         return CGResult(z, 0)
     r, d = gradient, -gradient
 
@@ -116,6 +116,8 @@ def truncated(apply: Apply, gradient: tf.Tensor, max_iterations: int,
             return CGResult(x, i + 1, nonfinite=True)
         curvature = float(_dot(p, ap))
         if 0 <= curvature <= curvature_epsilon:
+            if i == 0:  # no curvature along -g: steepest descent, not a zero step
+                x = -gradient
             return CGResult(x, i + 1)
         if curvature < 0:
             if i == 0:

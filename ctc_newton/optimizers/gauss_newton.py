@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
-from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
+from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
 from ctc_newton.optimizers.damping import martens_update, nielsen_update, reduction_ratio
 
 
@@ -62,11 +62,13 @@ class GaussNewton(SecondOrderOptimizer):
             self.nu.assign(nu)
         self.damping.assign(max(damping, self.min_damping))
 
-    def step(self, oracle, curvature_oracle=None):
+    def _step(self, oracle, curvature_oracle=None):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
             self._adapt(float("nan"))
             return nonfinite_record(value, "non-finite loss or gradient; damping raised")
+        if not bool(tf.reduce_any(gradient != 0)):
+            return stationary_record(value)
         self.iterations.assign_add(1)
         curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
         damping = self._read(self.damping)

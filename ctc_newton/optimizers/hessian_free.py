@@ -26,7 +26,7 @@ import tensorflow as tf
 from ctc_newton.curvature import flatten
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
-from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
+from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
 from ctc_newton.optimizers.damping import martens_update, reduction_ratio
 
 
@@ -66,6 +66,9 @@ class HessianFree(SecondOrderOptimizer):
             raise ValueError(f"`warm_start` must be in [0, 1), got {warm_start}.")
         if not 0 < armijo < 1 or not 0 < step_decay < 1:
             raise ValueError("`armijo` and `step_decay` must be in (0, 1).")
+        if max_line_search_steps < 1:
+            raise ValueError("`max_line_search_steps` must be >= 1 (the line search tries "
+                             f"alpha = 1 first), got {max_line_search_steps}.")
         self.initial_damping = damping
         self.max_cg_iterations = max_cg_iterations
         self.cg_epsilon = cg_epsilon
@@ -109,7 +112,7 @@ class HessianFree(SecondOrderOptimizer):
         return tf.pow(tf.cast(squared, dtype) + damping, 0.75)
 
     def step(self, oracle, curvature_oracle=None, structural_oracle=None):
-        """One Hessian-free step.
+        """One Hessian-free step (variables restored if it raises).
 
         Args:
           oracle: linearized on the gradient batch at the current variables.
@@ -120,12 +123,17 @@ class HessianFree(SecondOrderOptimizer):
         Returns:
           The iteration's record.
         """
+        return super().step(oracle, curvature_oracle, structural_oracle=structural_oracle)
+
+    def _step(self, oracle, curvature_oracle=None, structural_oracle=None):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
             self._raise_damping()
             return nonfinite_record(value, "non-finite loss or gradient; damping raised")
         if self.structural_damping > 0 and structural_oracle is None:
             raise ValueError("`structural_damping` > 0 needs `structural_oracle`.")
+        if not bool(tf.reduce_any(gradient != 0)):
+            return stationary_record(value)
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
         curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")

@@ -6,9 +6,16 @@ import numpy as np
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability.python.optimizer import lbfgs as lbfgs_results
 
 from ctc_newton.optimizers._flat import FlatProblem
-from ctc_newton.optimizers.base import SecondOrderOptimizer
+from ctc_newton.optimizers.base import SecondOrderOptimizer, restore_on_exception
+
+Results = lbfgs_results.LBfgsOptimizerResults
+
+
+def _finite(*tensors) -> bool:
+    return all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in tensors)
 
 
 @keras.saving.register_keras_serializable(package="ctc_newton")
@@ -18,8 +25,14 @@ class LBFGS(SecondOrderOptimizer):
     Each `step` (or `run`) runs up to ``max_iterations`` iterations of
     ``tfp.optimizer.lbfgs_minimize`` from the variables' values, continuing the
     previous run's curvature memory when the point is where that run stopped.
-    The memory (position and gradient deltas) is mirrored in variables, so a
-    checkpoint restores it.
+    The memory (the point it belongs to, position and gradient deltas) lives in
+    optimizer variables, so a checkpoint or ``load_model`` resumes it exactly.
+
+    Failure semantics: a run does not start from a non-finite loss or gradient;
+    a run that ends failed (line search) or non-finite keeps its result only if
+    it is finite and no worse than the start, else the variables go back to the
+    start; either way the memory is dropped (the next run starts fresh) and the
+    result has ``failed=True``. Non-finite values are never assigned.
 
     Args:
       num_correction_pairs: memory size ``m``.
@@ -40,15 +53,20 @@ class LBFGS(SecondOrderOptimizer):
             raise ValueError("`num_correction_pairs`, `max_iterations` and "
                              "`max_line_search_iterations` must be >= 1.")
         self._check_positive("tolerance", tolerance, allow_zero=True)
+        self._check_positive("x_tolerance", x_tolerance, allow_zero=True)
+        self._check_positive("f_relative_tolerance", f_relative_tolerance, allow_zero=True)
         self.num_correction_pairs = num_correction_pairs
         self.tolerance = tolerance
         self.x_tolerance = x_tolerance
         self.f_relative_tolerance = f_relative_tolerance
         self.max_iterations = max_iterations
         self.max_line_search_iterations = max_line_search_iterations
-        self.results: Optional[object] = None
+        self.results: Optional[Results] = None
+        self.last_run_iterations = 0
         self.position_deltas = None
         self.gradient_deltas = None
+        self.memory_position = None
+        self.has_memory = None
 
     def build(self, variables):
         super().build(variables)
@@ -56,6 +74,9 @@ class LBFGS(SecondOrderOptimizer):
         shape = (self.num_correction_pairs, size)
         self.position_deltas = self.add_variable(shape, dtype="float64", name="position_deltas")
         self.gradient_deltas = self.add_variable(shape, dtype="float64", name="gradient_deltas")
+        self.memory_position = self.add_variable((size,), dtype="float64",
+                                                 name="memory_position")
+        self.has_memory = self._scalar_state("has_memory", 0.0)
 
     def _config(self):
         return dict(num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
@@ -64,14 +85,56 @@ class LBFGS(SecondOrderOptimizer):
                     max_iterations=self.max_iterations,
                     max_line_search_iterations=self.max_line_search_iterations)
 
-    def run(self, oracle, max_iterations: Optional[int] = None):
-        """Runs L-BFGS from the current variables; leaves them at its result.
+    # ------------------------------------------------------------------ memory
+    def _memory(self, dtype) -> Optional[Results]:
+        """The curvature memory: in Python after a run, else from the variables
+        (after a restore from a checkpoint or ``load_model``)."""
+        if self.results is not None:
+            return self.results
+        if self._read(self.has_memory) != 1.0:
+            return None
+        cast = lambda v: tf.cast(tf.convert_to_tensor(v), dtype)
+        return Results(converged=tf.constant(False), failed=tf.constant(False),
+                       num_iterations=tf.constant(0), num_objective_evaluations=tf.constant(0),
+                       position=cast(self.memory_position), objective_value=None,
+                       objective_gradient=None, position_deltas=cast(self.position_deltas),
+                       gradient_deltas=cast(self.gradient_deltas))
+
+    def _keep_memory(self, results: Results) -> None:
+        self.results = results
+        self.memory_position.assign(tf.cast(results.position, tf.float64))
+        self.position_deltas.assign(tf.cast(results.position_deltas, tf.float64))
+        self.gradient_deltas.assign(tf.cast(results.gradient_deltas, tf.float64))
+        self.has_memory.assign(1.0)
+
+    def reset(self) -> None:
+        """Drops the curvature memory: the next run starts from a fresh one."""
+        self.results = None
+        if self.built:
+            self.has_memory.assign(0.0)
+
+    # ------------------------------------------------------------------ runs
+    def run(self, oracle, max_iterations: Optional[int] = None,
+            refresh: bool = True) -> Results:
+        """Runs L-BFGS from the current variables; leaves them at its (finite) result.
+
+        Args:
+          oracle: a `CurvatureOracle` linearized at the variables.
+          max_iterations: iterations of this run (default ``self.max_iterations``).
+          refresh: re-evaluate the loss and gradient at the start before continuing
+            the memory (a new batch); False when the oracle is known unchanged (a
+            full-batch run resumed in chunks), which saves one evaluation.
 
         Returns:
-          tfp's ``LBfgsOptimizerResults``.
+          tfp's ``LBfgsOptimizerResults`` (with ``failed=True`` when the run was
+          rejected, see the class docstring).
         """
         self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
+        with restore_on_exception(oracle.variables):
+            return self._run(oracle, problem, max_iterations or self.max_iterations, refresh)
+
+    def _run(self, oracle, problem, max_iterations, refresh):
         counts = {"evaluations": 0}
 
         def value_and_gradients(x):
@@ -81,42 +144,56 @@ class LBFGS(SecondOrderOptimizer):
             return tf.cast(oracle.value(), problem.dtype), problem.gradient()
 
         start = problem.position()
-        previous = self.results
+        start_value = tf.cast(oracle.value(), problem.dtype)
+        start_gradient = problem.gradient()
+        self.last_run_iterations = 0
+        if not _finite(start_value, start_gradient):
+            # Nothing to learn from this batch; the memory is kept for the next one.
+            return Results(tf.constant(False), tf.constant(True), tf.constant(0),
+                           tf.constant(0), start, start_value, start_gradient,
+                           tf.zeros([0]), tf.zeros([0]))
+        previous = self._memory(problem.dtype)
         if previous is not None and not bool(tf.reduce_all(tf.equal(previous.position, start))):
             previous = None  # the variables moved since: start a fresh memory
-        if previous is not None:
-            # Same point, maybe a new batch: refresh the value and gradient there, keep
-            # the curvature memory.
-            oracle.linearize()
-            previous = previous._replace(
-                converged=tf.constant(False), failed=tf.constant(False),
-                objective_value=tf.cast(oracle.value(), problem.dtype),
-                objective_gradient=problem.gradient())
+        if previous is not None and (refresh or previous.objective_value is None):
+            previous = previous._replace(converged=tf.constant(False),
+                                         failed=tf.constant(False),
+                                         objective_value=start_value,
+                                         objective_gradient=start_gradient)
+        done = int(previous.num_iterations) if previous is not None else 0
         results = tfp.optimizer.lbfgs_minimize(
             value_and_gradients, initial_position=None if previous is not None else start,
             previous_optimizer_results=previous,
             num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
             x_tolerance=self.x_tolerance, f_relative_tolerance=self.f_relative_tolerance,
-            max_iterations=(max_iterations or self.max_iterations)
-            + (int(previous.num_iterations) if previous is not None else 0),
+            max_iterations=max_iterations + done,
             max_line_search_iterations=self.max_line_search_iterations)
-        problem.assign(results.position)
-        oracle.linearize()
-        self.results = results
-        self._mirror(results)
-        self.last_run_iterations = int(results.num_iterations) - (
-            int(previous.num_iterations) if previous is not None else 0)
+        self.last_run_iterations = int(results.num_iterations) - done
         self.iterations.assign_add(self.last_run_iterations)
-        return results
+        usable = _finite(results.position, results.objective_value,
+                         results.objective_gradient)
+        if usable and not bool(results.failed) and _finite(results.position_deltas,
+                                                           results.gradient_deltas):
+            problem.assign(results.position)
+            oracle.linearize()
+            self._keep_memory(results)
+            return results
+        self.reset()
+        if usable and float(results.objective_value) <= float(start_value):
+            problem.assign(results.position)  # a failed line search after progress
+        else:
+            results = results._replace(position=start, objective_value=start_value,
+                                       objective_gradient=start_gradient)
+            problem.assign(start)
+        oracle.linearize()
+        return results._replace(failed=tf.constant(True), converged=tf.constant(False))
 
-    def _mirror(self, results):
-        self.position_deltas.assign(tf.cast(results.position_deltas, tf.float64))
-        self.gradient_deltas.assign(tf.cast(results.gradient_deltas, tf.float64))
-
-    def step(self, oracle, curvature_oracle=None):
+    def _step(self, oracle, curvature_oracle=None):
         value = float(oracle.value())
         results = self.run(oracle)
+        failed = bool(results.failed)
         return {"value": value, "value_after": float(results.objective_value),
-                "accepted": not bool(results.failed),
+                "accepted": not failed or float(results.objective_value) < value,
                 "lbfgs_iterations": self.last_run_iterations,
-                "converged": bool(results.converged), "failed": bool(results.failed)}
+                "converged": bool(results.converged), "failed": failed,
+                "linearized": True}

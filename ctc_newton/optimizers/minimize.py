@@ -1,6 +1,7 @@
 """`minimize`: one front door for full-batch problems, like ``scipy.optimize.minimize``."""
 
 import math
+import numbers
 import sys
 from typing import Callable, Optional
 
@@ -8,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from ctc_newton.curvature import CurvatureOracle, flatten
+from ctc_newton.optimizers._flat import check_variables
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 from ctc_newton.optimizers.hessian_free import HessianFree
 from ctc_newton.optimizers.lbfgs import LBFGS
@@ -29,6 +31,14 @@ def _make_optimizer(method, options):
     return LBFGS(**options)
 
 
+def _norm(vector) -> float:
+    """The Euclidean norm without overflow in the squares (huge but finite gradients)."""
+    scale = float(tf.reduce_max(tf.abs(vector)))
+    if scale == 0 or not math.isfinite(scale):
+        return scale
+    return scale * float(tf.norm(vector / scale))
+
+
 def _build_oracle(fun_or_oracle, variables_or_x0):
     """Returns ``(oracle, flat_variable_or_None)``."""
     if isinstance(fun_or_oracle, CurvatureOracle):
@@ -38,6 +48,9 @@ def _build_oracle(fun_or_oracle, variables_or_x0):
     if variables_or_x0 is None:
         raise ValueError("A function needs `variables_or_x0`: a list of tf.Variables, or an "
                          "initial flat vector x0.")
+    if isinstance(variables_or_x0, (list, tuple)) and not len(variables_or_x0):
+        raise ValueError("`variables_or_x0` is empty: pass the tf.Variables the function "
+                         "reads, or an initial point x0.")
     if isinstance(variables_or_x0, (list, tuple)) and variables_or_x0 and all(
             isinstance(v, tf.Variable) or hasattr(v, "assign") for v in variables_or_x0):
         variables = list(variables_or_x0)
@@ -69,26 +82,35 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
       gtol: stop when the gradient's Euclidean norm is below this (L-BFGS: its
         sup-norm, tfp's ``tolerance``).
       xtol: (``"newton-cg"``) stop when ``sum |update| <= xtol * n``, as scipy does.
-      maxiter: iteration limit (default ``200 n`` for the Newton methods, capped
-        at 10000; 500 for L-BFGS).
+      maxiter: iteration limit (None: ``200 n`` for the Newton methods, capped
+        at 10000; 500 for L-BFGS). 0 returns the start point.
       callback: called after each iteration with an `OptimizeResult` of the
-        current state; returning True stops.
+        current state; returning True stops. (L-BFGS then runs one iteration per
+        call of tfp's loop, with the same iterates.)
       display: print one line per iteration.
       **options: passed to the optimizer class (e.g. ``damping=``, ``rule=``,
         ``max_cg_iterations=``, ``initial_radius=``).
 
     Returns:
-      An `OptimizeResult`. The variables are left at ``x``.
+      An `OptimizeResult`. The variables are left at ``x``, the last accepted
+      point, which is always finite. ``success`` is True only when a convergence
+      criterion was met at a finite loss and gradient.
 
     Raises:
-      ValueError: unknown method, bad tolerances, or a method that needs a
-        Gauss-Newton product given a plain function.
+      ValueError: unknown method, bad tolerances or ``maxiter``, no variables,
+        variables of mixed dtypes, or a method that needs a Gauss-Newton product
+        given a plain function.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    if gtol < 0 or xtol < 0:
-        raise ValueError("`gtol` and `xtol` must be >= 0.")
+    if not (gtol >= 0 and xtol >= 0):
+        raise ValueError(f"`gtol` and `xtol` must be >= 0, got gtol={gtol}, xtol={xtol}.")
+    if maxiter is not None and (isinstance(maxiter, bool) or not isinstance(
+            maxiter, numbers.Integral) or maxiter < 0):
+        raise ValueError(f"`maxiter` must be a non-negative integer (or None for the "
+                         f"default), got {maxiter!r}.")
     oracle, flat_variable = _build_oracle(fun_or_oracle, variables_or_x0)
+    check_variables(oracle.variables, "variables_or_x0")
     if method in ("gauss-newton", "hessian-free") and oracle._outputs_fn is None:
         raise ValueError(f"method={method!r} needs Gauss-Newton products: pass a "
                          "CurvatureOracle built with from_keras or from_outputs.")
@@ -99,42 +121,47 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
     def result(message, success, status, nit):
         x = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]
         jac = [g.numpy() for g in oracle.gradient()]
+        fun = float(oracle.value())
+        if success and not (math.isfinite(fun) and all(np.all(np.isfinite(g)) for g in jac)):
+            message, success, status = f"{message}, but the loss or gradient is not " \
+                                       "finite there", False, 2
         if flat_variable is not None:
             shape = np.shape(variables_or_x0)
             x, jac = x[0].reshape(shape), jac[0].reshape(shape)
-        return OptimizeResult(x=x, fun=float(oracle.value()), jac=jac, nit=nit,
+        return OptimizeResult(x=x, fun=fun, jac=jac, nit=nit,
                               nfev=oracle.num_function_evaluations,
                               njev=oracle.num_gradient_evaluations,
                               nhev=oracle.num_curvature_products, success=success,
                               status=status, message=message, history=history)
 
-    if method == "lbfgs":
-        optimizer.tolerance = gtol if "tolerance" not in options else optimizer.tolerance
-        results = optimizer.run(oracle, max_iterations=maxiter or 500)
-        converged, failed = bool(results.converged), bool(results.failed)
-        message = ("converged" if converged else
-                   "line search failed" if failed else "iteration limit reached")
-        history.append({"value": float(results.objective_value),
-                        "gradient_norm": float(tf.norm(results.objective_gradient))})
-        return result(message, converged, 0 if converged else (2 if failed else 1),
-                      int(results.num_iterations))
-
-    maxiter = maxiter or min(200 * n, 10000)
-    oracle.linearize()
-    for k in range(maxiter):
-        gradient_norm = float(tf.norm(flatten(oracle.gradient())))
-        if not math.isfinite(gradient_norm):
-            return result("non-finite gradient at the current point", False, 2, k)
-        if gradient_norm < gtol:
-            return result("gradient norm below gtol", True, 0, k)
-        record = optimizer.step(oracle)
-        record.update(iteration=k + 1, gradient_norm=gradient_norm)
+    def report(record):
         history.append(record)
         if display:
             fields = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else
                                f"{key}={value}" for key, value in record.items()
                                if key != "note")
             print(f"[{method}] {fields}", file=sys.stdout, flush=True)
+
+    oracle.linearize()
+    if method == "lbfgs":
+        return _minimize_lbfgs(optimizer, oracle, options, gtol,
+                               500 if maxiter is None else maxiter, callback, display,
+                               report, result)
+
+    maxiter = min(200 * n, 10000) if maxiter is None else maxiter
+    for k in range(maxiter):
+        value = float(oracle.value())
+        if not math.isfinite(value):
+            return result("non-finite loss at the current point", False, 2, k)
+        gradient_norm = _norm(flatten(oracle.gradient()))
+        if not math.isfinite(gradient_norm):
+            return result("non-finite gradient at the current point", False, 2, k)
+        if gradient_norm < gtol or gradient_norm == 0:
+            return result("gradient norm below gtol" if gradient_norm < gtol else
+                          "zero gradient", True, 0, k)
+        record = optimizer.step(oracle)
+        record.update(iteration=k + 1, gradient_norm=gradient_norm)
+        report(record)
         # A rejected step leaves the point (and the oracle's linearization) unchanged;
         # a line search may have linearized at the accepted point already.
         if record.get("accepted") and not record.get("linearized"):
@@ -143,6 +170,10 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
             return result("stopped by the callback", False, 2, k + 1)
         if method == "newton-cg" and record.get("accepted") and \
                 record.get("update_l1", math.inf) <= xtol * n:
+            if record.get("negative_curvature"):  # not a minimum: no PSD Hessian here
+                return result("update below xtol along a direction of negative curvature "
+                              "(not a minimum; the loss may be unbounded below)", False, 2,
+                              k + 1)
             return result("update below xtol", True, 0, k + 1)
         if method == "newton-cg" and not record.get("accepted"):
             return result(record.get("note", "step failed"), False, 2, k + 1)
@@ -153,3 +184,44 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         if radius is not None and radius < 1e-15:
             return result("trust radius collapsed", False, 2, k + 1)
     return result("iteration limit reached", False, 1, maxiter)
+
+
+def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display, report,
+                    result):
+    """L-BFGS in one run, or one iteration per run (same iterates) when someone watches."""
+    if "tolerance" not in options:
+        optimizer.tolerance = gtol
+    gtol = optimizer.tolerance
+    chunk = 1 if (callback is not None or display) else max(maxiter, 1)
+    nit = 0
+    results = None
+    while nit < maxiter:
+        results = optimizer.run(oracle, max_iterations=min(chunk, maxiter - nit),
+                                refresh=False)
+        nit += optimizer.last_run_iterations
+        gradient = results.objective_gradient
+        report({"iteration": nit, "value": float(results.objective_value),
+                "gradient_norm": _norm(gradient),
+                "gradient_sup_norm": float(tf.reduce_max(tf.abs(gradient))),
+                "accepted": not bool(results.failed)})
+        if callback is not None and callback(result("running", False, 1, nit)):
+            return result("stopped by the callback", False, 2, nit)
+        if bool(results.converged) or bool(results.failed):
+            break
+        if optimizer.last_run_iterations == 0:
+            break
+    sup_norm = float(tf.reduce_max(tf.abs(flatten(oracle.gradient()))))
+    if results is None:
+        return result("iteration limit reached", False, 1, nit)
+    if bool(results.failed):
+        return result("line search failed (or a non-finite loss); the variables hold the "
+                      "last finite accepted point", False, 2, nit)
+    if bool(results.converged):
+        if sup_norm <= gtol:
+            return result("converged: gradient sup-norm below gtol", True, 0, nit)
+        if optimizer.x_tolerance > 0 or optimizer.f_relative_tolerance > 0:
+            return result("converged: change below x_tolerance or f_relative_tolerance",
+                          True, 0, nit)
+        return result(f"L-BFGS stopped making progress with gradient sup-norm "
+                      f"{sup_norm:.3g} > gtol", False, 2, nit)
+    return result("iteration limit reached", False, 1, nit)

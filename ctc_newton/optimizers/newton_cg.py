@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ctc_newton.optimizers import cg
-from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record
+from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
 from ctc_newton.optimizers.damping import reduction_ratio
 
 
@@ -61,11 +61,13 @@ class NewtonCG(SecondOrderOptimizer):
     def _cg_cap(self, n):
         return self.max_cg_iterations or min(20 * n, max(250, n))
 
-    def step(self, oracle, curvature_oracle=None):
+    def _step(self, oracle, curvature_oracle=None):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
             self.radius.assign(self._read(self.radius) * 0.25)
             return nonfinite_record(value, "non-finite loss or gradient; radius shrunk")
+        if not bool(tf.reduce_any(gradient != 0)):
+            return stationary_record(value)
         self.iterations.assign_add(1)
         if self.variant == "trust-region":
             return self._trust_region_step(problem, value, gradient)
