@@ -30,6 +30,7 @@ with accept/reject decisions must be one decision for all of them.)
 """
 
 import math
+import warnings
 import weakref
 
 import tensorflow as tf
@@ -43,6 +44,11 @@ from ctc_newton.optimizers.base import SecondOrderOptimizer
 
 _ORIGINAL = {}
 _PER_REPLICA_UPDATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_WARNED_INFEASIBLE: "weakref.WeakSet" = weakref.WeakSet()
+
+
+class InfeasibleSequenceWarning(RuntimeWarning):
+    """A training batch holds sequences with no CTC alignment: its loss is +inf."""
 LOGGED = ("damping", "radius", "cg_iterations", "rho", "step_size", "accepted",
           "lbfgs_iterations")
 
@@ -77,11 +83,35 @@ def second_order_train_step(model, data):
     record = optimizer.step(oracle)
     if not record.get("accepted", True) and not math.isfinite(record.get("value", 0.0)):
         _lower_loss_scale(model)
+        if record.get("value") == math.inf:
+            _warn_infeasible(model, optimizer, y, y_pred)
     logs = dict(_after_step(model)(x, y, y_pred, sample_weight, loss))
     for key in LOGGED:
         if key in record and record[key] is not None:
             logs[key] = float(record[key])
     return logs
+
+
+def _warn_infeasible(model, optimizer, y, y_pred):
+    """Says once per model that +inf batches are rejected, how many sequences cause
+    it, and the fix (the other sequences of such a batch never train)."""
+    if model in _WARNED_INFEASIBLE:
+        return
+    _WARNED_INFEASIBLE.add(model)
+    count = "Some"
+    per_sequence = getattr(model.loss, "call", None)
+    if per_sequence is not None and model.distribute_strategy.num_replicas_in_sync == 1:
+        losses = tf.convert_to_tensor(per_sequence(y, y_pred))
+        if losses.shape.rank == 1:
+            infinite = int(tf.reduce_sum(tf.cast(tf.math.is_inf(losses), tf.int32)))
+            count = f"{infinite} of {int(tf.size(losses))}"
+    warnings.warn(
+        f"{count} sequences in a training batch have no feasible CTC alignment (their "
+        "labels need more frames than the logits give), so the batch loss is +inf and "
+        f"{type(optimizer).__name__} rejects every step on that batch: the other "
+        "sequences in it never train. Use CTCLoss(zero_infinity=True) to give them zero "
+        "loss and gradient, or give them more frames (longer inputs, less downsampling). "
+        "(Said once per model.)", InfeasibleSequenceWarning, stacklevel=2)
 
 
 def _after_step(model):
@@ -200,4 +230,4 @@ def is_installed() -> bool:
 
 
 __all__ = ["install", "uninstall", "is_installed", "second_order_train_step",
-           "second_order_optimizer"]
+           "second_order_optimizer", "InfeasibleSequenceWarning"]

@@ -67,6 +67,7 @@ class LBFGS(SecondOrderOptimizer):
         self.gradient_deltas = None
         self.memory_position = None
         self.has_memory = None
+        self.memory_iterations = None
 
     def build(self, variables):
         super().build(variables)
@@ -77,6 +78,8 @@ class LBFGS(SecondOrderOptimizer):
         self.memory_position = self.add_variable((size,), dtype="float64",
                                                  name="memory_position")
         self.has_memory = self._scalar_state("has_memory", 0.0)
+        # tfp reads how many correction pairs are filled from the iteration count.
+        self.memory_iterations = self._scalar_state("memory_iterations", 0.0)
 
     def _config(self):
         return dict(num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
@@ -95,7 +98,8 @@ class LBFGS(SecondOrderOptimizer):
             return None
         cast = lambda v: tf.cast(tf.convert_to_tensor(v), dtype)
         return Results(converged=tf.constant(False), failed=tf.constant(False),
-                       num_iterations=tf.constant(0), num_objective_evaluations=tf.constant(0),
+                       num_iterations=tf.constant(int(self._read(self.memory_iterations))),
+                       num_objective_evaluations=tf.constant(0),
                        position=cast(self.memory_position), objective_value=None,
                        objective_gradient=None, position_deltas=cast(self.position_deltas),
                        gradient_deltas=cast(self.gradient_deltas))
@@ -105,6 +109,7 @@ class LBFGS(SecondOrderOptimizer):
         self.memory_position.assign(tf.cast(results.position, tf.float64))
         self.position_deltas.assign(tf.cast(results.position_deltas, tf.float64))
         self.gradient_deltas.assign(tf.cast(results.gradient_deltas, tf.float64))
+        self.memory_iterations.assign(float(results.num_iterations))
         self.has_memory.assign(1.0)
 
     def reset(self) -> None:
