@@ -157,6 +157,12 @@ class LBFGS(SecondOrderOptimizer):
             return Results(tf.constant(False), tf.constant(True), tf.constant(0),
                            tf.constant(0), start, start_value, start_gradient,
                            tf.zeros([0]), tf.zeros([0]))
+        if not bool(tf.reduce_any(start_gradient != 0)):
+            # A zero gradient: the zero step is the answer (tfp's strict tolerance test
+            # would run a line search along a zero direction and fail).
+            return Results(tf.constant(True), tf.constant(False), tf.constant(0),
+                           tf.constant(0), start, start_value, start_gradient,
+                           tf.zeros([0]), tf.zeros([0]))
         previous = self._memory(problem.dtype)
         if previous is not None and not bool(tf.reduce_all(tf.equal(previous.position, start))):
             previous = None  # the variables moved since: start a fresh memory
