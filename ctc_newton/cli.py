@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -55,6 +56,16 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {value}")
+    return value
+
+
 def _optimizer_list(text):
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in OPTIMIZERS]
@@ -78,7 +89,7 @@ class _EpochLog:
 
             def on_epoch_end(self, epoch, logs=None):
                 from ctc_newton.recognizer import evaluate
-                elapsed = time.perf_counter() - outer.start
+                elapsed = outer.offset + time.perf_counter() - outer.start
                 rate, _ = evaluate(self.model, test)
                 row = {"epoch": epoch + 1, "seconds": elapsed,
                        "loss": float(logs.get("loss", float("nan"))),
@@ -92,20 +103,110 @@ class _EpochLog:
 
         self.rows: List[Dict] = []
         self.start = 0.0
+        self.offset = 0.0  # seconds already spent before a resume
         self.callback = Callback()
 
 
 def train_one(optimizer_name, data, epochs, batch_size, units, seed, learning_rate,
-              printer=None, verbose=0):
+              printer=None, verbose=0, checkpoint=None):
     from ctc_newton import CTCLoss
     from ctc_newton.recognizer import build_recognizer
 
-    model = build_recognizer(units=units, seed=seed)
-    model.compile(optimizer=make_optimizer(optimizer_name, learning_rate), loss=CTCLoss())
+    model, initial_epoch, rows = None, 0, []
+    if checkpoint is not None and checkpoint.resumable():
+        model, initial_epoch, rows = checkpoint.load()
+    if model is None:
+        model = build_recognizer(units=units, seed=seed)
+        model.compile(optimizer=make_optimizer(optimizer_name, learning_rate), loss=CTCLoss())
     log = _EpochLog(data.test, printer)
+    log.rows.extend(rows)
+    log.offset = rows[-1]["seconds"] if rows else 0.0
+    callbacks = [log.callback] + ([checkpoint.callback(log)] if checkpoint else [])
     model.fit(data.train.inputs, data.train.labels, batch_size=batch_size, epochs=epochs,
-              verbose=verbose, callbacks=[log.callback], shuffle=True)
+              initial_epoch=initial_epoch, verbose=verbose, callbacks=callbacks, shuffle=True)
     return model, log.rows
+
+
+def save_atomically(model, path: str) -> None:
+    """Saves to a temporary file beside ``path``, then renames: an interrupted save never
+    truncates an existing model."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=directory)
+    os.close(handle)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+class Checkpoint:
+    """The model and the epoch log after every epoch, beside the output, for ``--resume``.
+
+    ``<output>.checkpoint.keras`` holds the model with its optimizer state;
+    ``<output>.checkpoint.json`` the finished epochs' rows and the settings, which
+    must match on resume (same data, same model).
+    """
+
+    def __init__(self, output: str, settings: Dict):
+        stem = output[:-len(".keras")]
+        self.model_path = stem + ".checkpoint.keras"
+        self.log_path = stem + ".checkpoint.json"
+        self.settings = settings
+
+    def resumable(self) -> bool:
+        return os.path.exists(self.model_path) and os.path.exists(self.log_path)
+
+    def load(self):
+        import keras
+
+        with open(self.log_path) as f:
+            saved = json.load(f)
+        if saved["settings"] != self.settings:
+            changed = sorted(k for k in self.settings
+                             if saved["settings"].get(k) != self.settings[k])
+            raise SystemExit(f"ctc-newton train: --resume: the checkpoint {self.log_path} "
+                             f"was made with other settings ({', '.join(changed)}); rerun "
+                             "with the same arguments, or drop --resume to start afresh.")
+        model = keras.models.load_model(self.model_path)
+        return model, saved["epoch"], saved["rows"]
+
+    def callback(self, log):
+        import keras
+
+        outer = self
+
+        class Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                save_atomically(self.model, outer.model_path)
+                temporary = outer.log_path + ".tmp"
+                with open(temporary, "w") as f:
+                    json.dump({"epoch": epoch + 1, "rows": log.rows,
+                               "settings": outer.settings}, f)
+                os.replace(temporary, outer.log_path)
+
+        return Save()
+
+    def remove(self) -> None:
+        for path in (self.model_path, self.log_path):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def _check_writable(path: str) -> Optional[str]:
+    """Why ``path`` cannot be written (None when it can), checked before training."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".keras"):
+            pass
+    except OSError as error:
+        return f"cannot write to {directory}: {error.strerror or error}"
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    return None
 
 
 def _load(args):
@@ -118,6 +219,15 @@ def cmd_train(args) -> int:
     from ctc_newton.recognizer import evaluate, examples
 
     batch = args.batch_size or DEFAULT_BATCH[args.optimizer]
+    settings = {k: getattr(args, k) for k in ("optimizer", "epochs", "train_size", "test_size",
+                                              "max_digits", "units", "learning_rate", "seed")}
+    settings["batch_size"] = batch
+    checkpoint = Checkpoint(args.output, settings)
+    if args.resume and not checkpoint.resumable():
+        print(f"ctc-newton train: --resume: no checkpoint at {checkpoint.model_path}; "
+              "starting afresh.", flush=True)
+    elif not args.resume and checkpoint.resumable():
+        checkpoint.remove()  # a stale checkpoint of an earlier run
     print(f"ctc-newton train: {args.optimizer}, {args.epochs} epochs, batch {batch}, "
           f"{args.train_size} training / {args.test_size} test digit lines "
           f"(scikit-learn digits; test glyphs never seen in training)", flush=True)
@@ -129,15 +239,23 @@ def cmd_train(args) -> int:
         print(f"epoch {row['epoch']:3d}  {row['seconds']:7.1f}s  loss {row['loss']:.4f}  "
               f"test label error rate {row['test_label_error_rate']:.4f}{extra}", flush=True)
 
-    model, _ = train_one(args.optimizer, data, args.epochs, batch, args.units, args.seed,
-                         args.learning_rate, printer, verbose=1 if args.progress else 0)
+    try:
+        model, _ = train_one(args.optimizer, data, args.epochs, batch, args.units, args.seed,
+                             args.learning_rate, printer, verbose=1 if args.progress else 0,
+                             checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        where = (f"the last finished epoch is saved in {checkpoint.model_path}; continue "
+                 "with the same command and --resume" if checkpoint.resumable()
+                 else "no epoch had finished")
+        print(f"\nctc-newton train: interrupted; {where}.", file=sys.stderr, flush=True)
+        return 130
     rate, decoded = evaluate(model, data.test)
     print(f"final test label error rate: {rate:.4f}")
     print("decoded test lines:")
     for row in examples(data.test, decoded, 5):
         print(f"  truth {row['truth']:>8}   decoded {row['decoded']:>8}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    model.save(args.output)
+    save_atomically(model, args.output)
+    checkpoint.remove()
     print(f"saved the model to {args.output}")
     return 0
 
@@ -214,13 +332,16 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--max-digits", type=_positive_int, default=5)
         p.add_argument("--units", type=_positive_int, default=32)
         p.add_argument("--learning-rate", type=float, default=1e-2, help="adam only")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_seed, default=0)
 
     train = commands.add_parser("train", help="train the digit-line recognizer")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="hessian-free")
     train.add_argument("--output", default="digit_lines.keras",
                        help="where to save the trained model (.keras)")
     train.add_argument("--progress", action="store_true", help="show Keras' progress bar")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the checkpoint that an interrupted run with the "
+                            "same arguments left beside --output (saved after every epoch)")
     common(train)
     compare = commands.add_parser("compare", help="compare optimizers from one start")
     compare.add_argument("--optimizers", type=_optimizer_list,
@@ -236,7 +357,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "train":
         if not args.output.endswith(".keras"):
             parser().error("--output must end with .keras")
+        problem = _check_writable(args.output)
+        if problem:
+            parser().error(f"--output: {problem}")
         return cmd_train(args)
+    problem = _check_writable(os.path.join(args.output_dir, "compare.md"))
+    if problem:
+        parser().error(f"--output-dir: {problem}")
     return cmd_compare(args)
 
 

@@ -42,3 +42,66 @@ def test_bad_arguments_get_clear_messages(argv, message, capsys):
     with pytest.raises(SystemExit):
         cli.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--output", str(blocker / "model.keras")] + TINY)
+    err = capsys.readouterr()
+    assert "--output: cannot write" in err.err and "epoch" not in err.out
+
+
+@pytest.mark.parametrize("seed", ["-5", "2.5", str(2 ** 32)])
+def test_bad_seed_gets_a_clear_message(seed, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--seed", seed])
+    assert "argument --seed" in capsys.readouterr().err
+
+
+def test_an_interrupted_save_leaves_the_existing_model_intact(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"the model of yesterday")
+
+    class Interrupted:
+        def save(self, filepath):
+            with open(filepath, "wb") as f:
+                f.write(b"half a mod")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cli.save_atomically(Interrupted(), str(path))
+    assert path.read_bytes() == b"the model of yesterday"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_ctrl_c_keeps_the_finished_epochs_and_resume_continues(tmp_path, capsys, monkeypatch):
+    from ctc_newton import recognizer
+
+    path = str(tmp_path / "model.keras")
+    argv = ["train", "--optimizer", "gauss-newton", "--batch-size", "48", "--output", path,
+            "--epochs", "2"] + TINY[2:]
+    evaluate, calls = recognizer.evaluate, []
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(recognizer, "evaluate", interrupt_in_epoch_two)
+    assert cli.main(argv) == 130
+    out = capsys.readouterr()
+    assert "epoch   1" in out.out and "--resume" in out.err
+    assert (tmp_path / "model.checkpoint.keras").exists()
+    assert not (tmp_path / "model.keras").exists()
+
+    monkeypatch.setattr(recognizer, "evaluate", evaluate)
+    with pytest.raises(SystemExit, match="other settings.*units"):
+        cli.main(argv[:-2] + ["--units", "9", "--resume"])
+    assert cli.main(argv + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   2" in out and "epoch   1" not in out
+    assert keras.models.load_model(path).optimizer.iterations.numpy() == 2
+    assert not (tmp_path / "model.checkpoint.keras").exists()
