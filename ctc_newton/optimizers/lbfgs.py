@@ -201,10 +201,12 @@ class LBFGS(SecondOrderOptimizer):
 
     def _step(self, oracle, curvature_oracle=None):
         value = float(oracle.value())
+        before = FlatProblem(oracle).position()
         results = self.run(oracle)
         failed = bool(results.failed)
+        moved = not bool(tf.reduce_all(tf.equal(before, FlatProblem(oracle).position())))
         return {"value": value, "value_after": float(results.objective_value),
-                "accepted": not failed or float(results.objective_value) < value,
+                "accepted": moved,
                 "lbfgs_iterations": self.last_run_iterations,
                 "converged": bool(results.converged), "failed": failed,
                 "linearized": True}
