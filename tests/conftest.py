@@ -4,6 +4,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests: a few examples each in the default run (CI's time budget);
+# HYPOTHESIS_PROFILE=thorough runs many more.
+settings.register_profile("default", max_examples=4)
+settings.register_profile("thorough", max_examples=60)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture

@@ -140,29 +140,27 @@ class LBFGS(SecondOrderOptimizer):
             return self._run(oracle, problem, max_iterations or self.max_iterations, refresh)
 
     def _run(self, oracle, problem, max_iterations, refresh):
-        counts = {"evaluations": 0}
-
         def value_and_gradients(x):
             problem.assign(x)
             oracle.linearize()
-            counts["evaluations"] += 1
             return tf.cast(oracle.value(), problem.dtype), problem.gradient()
 
         start = problem.position()
         start_value = tf.cast(oracle.value(), problem.dtype)
         start_gradient = problem.gradient()
         self.last_run_iterations = 0
+
+        def stay(converged):
+            return Results(tf.constant(converged), tf.constant(not converged),
+                           tf.constant(0), tf.constant(0), start, start_value,
+                           start_gradient, tf.zeros([0]), tf.zeros([0]))
+
         if not _finite(start_value, start_gradient):
-            # Nothing to learn from this batch; the memory is kept for the next one.
-            return Results(tf.constant(False), tf.constant(True), tf.constant(0),
-                           tf.constant(0), start, start_value, start_gradient,
-                           tf.zeros([0]), tf.zeros([0]))
+            return stay(converged=False)  # the memory is kept for the next batch
         if not bool(tf.reduce_any(start_gradient != 0)):
-            # A zero gradient: the zero step is the answer (tfp's strict tolerance test
-            # would run a line search along a zero direction and fail).
-            return Results(tf.constant(True), tf.constant(False), tf.constant(0),
-                           tf.constant(0), start, start_value, start_gradient,
-                           tf.zeros([0]), tf.zeros([0]))
+            # The zero step is the answer (tfp's strict tolerance test would search
+            # along a zero direction and fail).
+            return stay(converged=True)
         previous = self._memory(problem.dtype)
         if previous is not None and not bool(tf.reduce_all(tf.equal(previous.position, start))):
             previous = None  # the variables moved since: start a fresh memory

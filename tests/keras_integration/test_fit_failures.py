@@ -73,7 +73,9 @@ class Interrupt:
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("n", [2, 5, 9])
+@pytest.mark.parametrize("n", [3, pytest.param(2, marks=pytest.mark.slow),
+                               pytest.param(5, marks=pytest.mark.slow),
+                               pytest.param(9, marks=pytest.mark.slow)])
 def test_an_interrupt_leaves_the_last_accepted_weights(monkeypatch, name, n):
     x, y = data()
     model = make_model()
