@@ -140,10 +140,19 @@ class LBFGS(SecondOrderOptimizer):
             return self._run(oracle, problem, max_iterations or self.max_iterations, refresh)
 
     def _run(self, oracle, problem, max_iterations, refresh):
+        linearized_at = [None]  # the point the oracle was last linearized at
+
         def value_and_gradients(x):
             problem.assign(x)
             oracle.linearize()
+            linearized_at[0] = x
             return tf.cast(oracle.value(), problem.dtype), problem.gradient()
+
+        def move_to(x):
+            problem.assign(x)
+            if linearized_at[0] is None or not bool(tf.reduce_all(tf.equal(linearized_at[0],
+                                                                           x))):
+                oracle.linearize()
 
         start = problem.position()
         start_value = tf.cast(oracle.value(), problem.dtype)
@@ -183,18 +192,17 @@ class LBFGS(SecondOrderOptimizer):
                          results.objective_gradient)
         if usable and not bool(results.failed) and _finite(results.position_deltas,
                                                            results.gradient_deltas):
-            problem.assign(results.position)
-            oracle.linearize()
+            move_to(results.position)
             self._keep_memory(results)
             return results
         self.reset()
         if usable and float(results.objective_value) <= float(start_value):
-            problem.assign(results.position)  # a failed line search after progress
+            move_to(results.position)  # a failed line search after progress
         else:
             results = results._replace(position=start, objective_value=start_value,
                                        objective_gradient=start_gradient)
-            problem.assign(start)
-        oracle.linearize()
+            linearized_at[0] = None
+            move_to(start)
         return results._replace(failed=tf.constant(True), converged=tf.constant(False))
 
     def _step(self, oracle, curvature_oracle=None):

@@ -85,8 +85,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
       maxiter: iteration limit (None: ``200 n`` for the Newton methods, capped
         at 10000; 500 for L-BFGS). 0 returns the start point.
       callback: called after each iteration with an `OptimizeResult` of the
-        current state; returning True stops. (L-BFGS then runs one iteration per
-        call of tfp's loop, with the same iterates.)
+        current state; returning True stops.
       display: print one line per iteration.
       **options: passed to the optimizer class (e.g. ``damping=``, ``rule=``,
         ``max_cg_iterations=``, ``initial_radius=``).
@@ -188,16 +187,16 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
 
 def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display, report,
                     result):
-    """L-BFGS in one run, or one iteration per run (same iterates) when someone watches."""
+    """L-BFGS one iteration per run of tfp's loop, resumed from its results (the same
+    iterates as one long run): the callback and display see every iteration, and an
+    interrupt loses at most the iteration in progress."""
     if "tolerance" not in options:
         optimizer.tolerance = gtol
     gtol = optimizer.tolerance
-    chunk = 1 if (callback is not None or display) else max(maxiter, 1)
     nit = 0
     results = None
     while nit < maxiter:
-        results = optimizer.run(oracle, max_iterations=min(chunk, maxiter - nit),
-                                refresh=False)
+        results = optimizer.run(oracle, max_iterations=1, refresh=False)
         nit += optimizer.last_run_iterations
         gradient = results.objective_gradient
         report({"iteration": nit, "value": float(results.objective_value),

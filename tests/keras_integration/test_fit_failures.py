@@ -135,3 +135,15 @@ def test_lbfgs_resumes_its_memory_after_load_model(tmp_path):
     fit(loaded, 1)
     for a, b in zip(weights(loaded), weights(continued)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_newton_cg_on_an_all_infeasible_batch_under_zero_infinity_is_a_zero_step():
+    x, _ = data(16)
+    labels = np.tile(np.array([[1, 2, 1, 2, 1, 2, 1, 2, 1]], np.int32), (16, 1))
+    model = make_model()
+    start = weights(model)
+    model.compile(optimizer=NewtonCG(), loss=CTCLoss(zero_infinity=True))
+    history = model.fit(x, labels, batch_size=16, epochs=1, verbose=0)
+    assert history.history["loss"] == [0.0]
+    for a, b in zip(start, weights(model)):
+        np.testing.assert_array_equal(a, b)
