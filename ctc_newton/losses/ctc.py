@@ -91,8 +91,9 @@ class CTCPoint:
         loss = -self.fb.log_likelihood
         finite = lattice.feasible & tf.math.is_finite(loss)
         fallback = 0.0 if zero_infinity else float("inf")
-        # log_probabilities zeroes padded frames first: a NaN here is on a valid frame.
-        self.poisoned = tf.reduce_any(tf.math.is_nan(log_probs), axis=[1, 2])
+        # A NaN or +inf logit on a valid frame makes that frame's log-probabilities NaN
+        # (padded frames were zeroed first), which the recursions carry into the loss.
+        self.poisoned = tf.math.is_nan(loss)
         if invalid is not None:
             self.poisoned = self.poisoned | invalid
         loss = tf.where(finite, loss, tf.constant(fallback, loss.dtype))
@@ -101,9 +102,15 @@ class CTCPoint:
         self.live = (frame_mask & finite[:, tf.newaxis])[:, :, tf.newaxis]
 
     def _poison(self, x):
-        """NaN on the poisoned sequences of a ``[B]`` or ``[B, T, K]`` tensor."""
-        mask = tf.reshape(self.poisoned, [-1] + [1] * (x.shape.rank - 1))
-        return tf.where(mask, tf.constant(float("nan"), x.dtype), x)
+        """NaN on the poisoned sequences of a ``[B]`` or ``[B, T, K]`` tensor.
+
+        Conditional: the common, clean batch pays one scalar test, not a pass over x.
+        """
+        def poison():
+            mask = tf.reshape(self.poisoned, [-1] + [1] * (x.shape.rank - 1))
+            return tf.where(mask, tf.constant(float("nan"), x.dtype), x)
+
+        return tf.cond(tf.reduce_any(self.poisoned), poison, lambda: x)
 
     def gradient(self):
         """``[B, T, K]`` d loss_b / d logits: ``softmax - occupancy`` on live frames."""
