@@ -147,3 +147,25 @@ def test_newton_cg_on_an_all_infeasible_batch_under_zero_infinity_is_a_zero_step
     assert history.history["loss"] == [0.0]
     for a, b in zip(start, weights(model)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.1 * k for k in range(1, 40, 3)])
+def test_a_real_sigint_during_fit_leaves_the_last_accepted_weights(tmp_path, delay):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = os.path.join(os.path.dirname(__file__), "sigint_fit.py")
+    child = subprocess.Popen([sys.executable, script, str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "training"
+    time.sleep(delay + 2.0)  # past the first traces, into the steps
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=120) == 0
+    final = np.load(tmp_path / "final.npz")
+    accepted = np.load(tmp_path / "accepted.npz")
+    for key in final.files:
+        np.testing.assert_array_equal(final[key], accepted[key])
