@@ -97,14 +97,17 @@ def _warn_infeasible(model, optimizer, y, y_pred):
     it, and the fix (the other sequences of such a batch never train)."""
     if model in _WARNED_INFEASIBLE:
         return
-    _WARNED_INFEASIBLE.add(model)
     count = "Some"
     per_sequence = getattr(model.loss, "call", None)
-    if per_sequence is not None and model.distribute_strategy.num_replicas_in_sync == 1:
+    if per_sequence is not None and not isinstance(y, dict) and \
+            model.distribute_strategy.num_replicas_in_sync == 1:
         losses = tf.convert_to_tensor(per_sequence(y, y_pred))
         if losses.shape.rank == 1:
             infinite = int(tf.reduce_sum(tf.cast(tf.math.is_inf(losses), tf.int32)))
+            if infinite == 0:
+                return  # +inf from elsewhere (e.g. a float16 overflow), not alignments
             count = f"{infinite} of {int(tf.size(losses))}"
+    _WARNED_INFEASIBLE.add(model)
     warnings.warn(
         f"{count} sequences in a training batch have no feasible CTC alignment (their "
         "labels need more frames than the logits give), so the batch loss is +inf and "

@@ -94,7 +94,7 @@ def test_minimize_never_ends_at_a_nonfinite_point(method, schedule):
 
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
-@PROPERTY
+@settings(PROPERTY, max_examples=max(2, settings.default.max_examples // 2))  # fits are slow
 @given(cells=st.dictionaries(st.tuples(st.integers(0, 31), st.integers(0, 7)), BAD,
                              min_size=1, max_size=4))
 def test_fit_with_nonfinite_inputs_never_writes_a_nonfinite_weight(name, cells):
