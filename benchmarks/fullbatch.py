@@ -11,7 +11,7 @@ L-BFGS runs are compared per iteration, side by side in one process:
 It also times a few iterations of the curvature methods (Gauss-Newton through
 ``from_outputs``, trust-ncg). Writes benchmarks/results/fullbatch.md.
 
-Usage: python benchmarks/fullbatch.py [--iterations N]
+Usage: python benchmarks/fullbatch.py [--iterations N]   (default 500, as in issue 13)
 """
 
 import argparse
@@ -122,7 +122,7 @@ def timed(fn, *args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=500)
     args = parser.parse_args()
     x, y = problem()
     rows = []

@@ -288,11 +288,8 @@ class CurvatureOracle:
         """``(value, gradient)`` at the linearization point."""
         return self.value(), self.gradient()
 
-    def evaluate(self) -> tf.Tensor:
-        """The loss at the variables' *current* values, without moving the point.
-
-        For line searches and trust-region ratios: one forward pass, no tape.
-        """
+    def _current_loss(self) -> tf.Tensor:
+        """The loss at the variables' current values; restore-variables put back."""
         saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
         if self._outputs_fn is not None:
             value = self._output_loss_fn(self._outputs_fn())
@@ -300,10 +297,36 @@ class CurvatureOracle:
                 value = value + tf.cast(self._regularization_fn(), value.dtype)
         else:
             value = self._loss_fn()
-        for variable, old in zip(self._restore, saved):
-            variable.assign(old)
+        with tf.control_dependencies([value]):
+            for variable, old in zip(self._restore, saved):
+                variable.assign(old)
+        return value
+
+    def evaluate(self) -> tf.Tensor:
+        """The loss at the variables' *current* values, without moving the point.
+
+        For line searches and trust-region ratios: one forward pass, no tape.
+        """
+        value = self._current_loss()
         self.num_function_evaluations += 1
         return _replica_sum(value)
+
+    def current_value_and_gradient(self):
+        """``(loss, gradient)`` at the variables' current values, computed afresh.
+
+        Unlike `value_and_gradient` it neither reads nor moves the linearization
+        point and counts nothing: a pure computation that can be traced into a
+        ``tf.function`` (compiled full-batch loops such as L-BFGS's; they count
+        their own evaluations).
+
+        Returns:
+          ``(scalar, list of tensors shaped like the variables)``.
+        """
+        with tf.GradientTape() as tape:
+            loss = self._current_loss()
+        gradient = tape.gradient(loss, self._sources,
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return _replica_sum(loss), [_replica_sum(g) for g in gradient]
 
     # ------------------------------------------------------------------ products
     def _check(self, vector):

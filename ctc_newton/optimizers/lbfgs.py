@@ -1,5 +1,6 @@
 """L-BFGS over lists of variables: a wrapper of ``tfp.optimizer.lbfgs_minimize``."""
 
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.optimizer import lbfgs as lbfgs_results
 
+from ctc_newton.curvature import flatten
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer, restore_on_exception
 
@@ -119,16 +121,21 @@ class LBFGS(SecondOrderOptimizer):
             self.has_memory.assign(0.0)
 
     # ------------------------------------------------------------------ runs
-    def run(self, oracle, max_iterations: Optional[int] = None,
-            refresh: bool = True) -> Results:
+    def run(self, oracle, max_iterations: Optional[int] = None, refresh: bool = True,
+            compiled: bool = False) -> Results:
         """Runs L-BFGS from the current variables; leaves them at its (finite) result.
 
         Args:
-          oracle: a `CurvatureOracle` linearized at the variables.
+          oracle: a `CurvatureOracle` (linearized at the variables when ``refresh``).
           max_iterations: iterations of this run (default ``self.max_iterations``).
-          refresh: re-evaluate the loss and gradient at the start before continuing
-            the memory (a new batch); False when the oracle is known unchanged (a
-            full-batch run resumed in chunks), which saves one evaluation.
+          refresh: read the loss and gradient at the start from the oracle (a new
+            batch) and leave the oracle linearized at the result. False for a
+            full-batch run resumed in chunks: the start comes from the memory when
+            it is at the variables, and the oracle is left wherever the run last
+            evaluated (the caller linearizes when it needs it).
+          compiled: run tfp's loop inside one ``tf.function`` on the oracle's
+            `current_value_and_gradient` (a `CurvatureOracle` only; traced once per
+            oracle, so for full-batch runs, not a new oracle per batch).
 
         Returns:
           tfp's ``LBfgsOptimizerResults`` (with ``failed=True`` when the run was
@@ -137,9 +144,65 @@ class LBFGS(SecondOrderOptimizer):
         self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         with restore_on_exception(oracle.variables):
-            return self._run(oracle, problem, max_iterations or self.max_iterations, refresh)
+            return self._run(oracle, problem, max_iterations or self.max_iterations, refresh,
+                             compiled)
 
-    def _run(self, oracle, problem, max_iterations, refresh):
+    def _options(self):
+        return dict(num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
+                    x_tolerance=self.x_tolerance, f_relative_tolerance=self.f_relative_tolerance,
+                    max_line_search_iterations=self.max_line_search_iterations)
+
+    def _compiled_loop(self, oracle, problem):
+        """tfp's loop in a ``tf.function`` over ``oracle``'s loss: ``(previous,
+        max_iterations) -> results``, traced once per oracle and settings."""
+        key = (id(oracle), tuple(sorted(self._options().items())))
+        if getattr(self, "_loop_key", None) == key:
+            return self._loop
+        options, dtype = self._options(), problem.dtype
+
+        def value_and_gradients(x):
+            problem.assign(x)
+            value, gradient = oracle.current_value_and_gradient()
+            return tf.cast(value, dtype), tf.cast(flatten(gradient), dtype)
+
+        @tf.function(autograph=False)
+        def resume(previous, max_iterations):
+            return tfp.optimizer.lbfgs_minimize(value_and_gradients, initial_position=None,
+                                                previous_optimizer_results=previous,
+                                                max_iterations=max_iterations, **options)
+
+        def loop(previous, max_iterations):
+            results = resume(previous, tf.constant(max_iterations, tf.int32))
+            evaluations = int(results.num_objective_evaluations) - int(
+                previous.num_objective_evaluations)
+            oracle.num_function_evaluations += evaluations
+            oracle.num_gradient_evaluations += evaluations
+            return results
+
+        self._loop_key, self._loop = key, loop
+        return loop
+
+    def _compiled_run(self, oracle, problem, previous, max_iterations):
+        """Results of the compiled loop, or None when the loss cannot be traced (then
+        this oracle runs eagerly from now on, with a warning saying why)."""
+        if getattr(self, "_eager_only", None) is oracle:
+            return None
+        fresh = getattr(self, "_loop_key", (None,))[0] != id(oracle)
+        loop = self._compiled_loop(oracle, problem)
+        if not fresh:
+            return loop(previous, max_iterations)
+        try:
+            return loop(previous, max_iterations)
+        except (TypeError, ValueError, NotImplementedError, AttributeError,
+                tf.errors.OperatorNotAllowedInGraphError) as error:
+            warnings.warn(f"{self.name}: the loss could not be traced into a tf.function "
+                          f"({type(error).__name__}: {error}); running L-BFGS eagerly "
+                          "(slower). Write the loss with TensorFlow ops to compile it.",
+                          stacklevel=4)
+            self._eager_only, self._loop_key = oracle, None
+            return None
+
+    def _run(self, oracle, problem, max_iterations, refresh, compiled):
         linearized_at = [None]  # the point the oracle was last linearized at
 
         def value_and_gradients(x):
@@ -150,13 +213,26 @@ class LBFGS(SecondOrderOptimizer):
 
         def move_to(x):
             problem.assign(x)
-            if linearized_at[0] is None or not bool(tf.reduce_all(tf.equal(linearized_at[0],
-                                                                           x))):
+            if refresh and (linearized_at[0] is None or not bool(
+                    tf.reduce_all(tf.equal(linearized_at[0], x)))):
                 oracle.linearize()
 
         start = problem.position()
-        start_value = tf.cast(oracle.value(), problem.dtype)
-        start_gradient = problem.gradient()
+        previous = self._memory(problem.dtype)
+        if previous is not None and not bool(tf.reduce_all(tf.equal(previous.position, start))):
+            previous = None  # the variables moved since: start a fresh memory
+        if not refresh and previous is not None and previous.objective_value is not None:
+            start_value, start_gradient = previous.objective_value, previous.objective_gradient
+        else:
+            if not refresh:
+                oracle.linearize()
+            start_value = tf.cast(oracle.value(), problem.dtype)
+            start_gradient = problem.gradient()
+            if previous is not None:
+                previous = previous._replace(converged=tf.constant(False),
+                                             failed=tf.constant(False),
+                                             objective_value=start_value,
+                                             objective_gradient=start_gradient)
         self.last_run_iterations = 0
 
         def stay(converged):
@@ -170,22 +246,23 @@ class LBFGS(SecondOrderOptimizer):
             # The zero step is the answer (tfp's strict tolerance test would search
             # along a zero direction and fail).
             return stay(converged=True)
-        previous = self._memory(problem.dtype)
-        if previous is not None and not bool(tf.reduce_all(tf.equal(previous.position, start))):
-            previous = None  # the variables moved since: start a fresh memory
-        if previous is not None and (refresh or previous.objective_value is None):
-            previous = previous._replace(converged=tf.constant(False),
-                                         failed=tf.constant(False),
-                                         objective_value=start_value,
-                                         objective_gradient=start_gradient)
         done = int(previous.num_iterations) if previous is not None else 0
-        results = tfp.optimizer.lbfgs_minimize(
-            value_and_gradients, initial_position=None if previous is not None else start,
-            previous_optimizer_results=previous,
-            num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
-            x_tolerance=self.x_tolerance, f_relative_tolerance=self.f_relative_tolerance,
-            max_iterations=max_iterations + done,
-            max_line_search_iterations=self.max_line_search_iterations)
+        results = None
+        if compiled:
+            if previous is None:  # tfp's initial state, from the evaluation at hand
+                zeros = tf.zeros([self.num_correction_pairs, int(start.shape[0])], start.dtype)
+                previous = Results(
+                    converged=tf.reduce_max(tf.abs(start_gradient)) < self.tolerance,
+                    failed=tf.constant(False), num_iterations=tf.constant(0),
+                    num_objective_evaluations=tf.constant(0), position=start,
+                    objective_value=start_value, objective_gradient=start_gradient,
+                    position_deltas=zeros, gradient_deltas=zeros)
+            results = self._compiled_run(oracle, problem, previous, max_iterations + done)
+        if results is None:
+            results = tfp.optimizer.lbfgs_minimize(
+                value_and_gradients, initial_position=None if previous is not None else start,
+                previous_optimizer_results=previous, max_iterations=max_iterations + done,
+                **self._options())
         self.last_run_iterations = int(results.num_iterations) - done
         self.iterations.assign_add(self.last_run_iterations)
         usable = _finite(results.position, results.objective_value,

@@ -170,3 +170,17 @@ def test_an_interrupt_anywhere_leaves_the_last_accepted_point(method, every):
         assert stopped or n > 1
         assert any(np.array_equal(now, p) for p in accepted), (n, now)
     assert interrupted >= 10 // every
+
+
+def test_lbfgs_compiles_a_traceable_loss_and_falls_back_for_one_that_is_not():
+    v = tf.Variable([3.0, -2.0], dtype=tf.float64)
+    compiled = minimize(lambda: quartic(v), [v], method="lbfgs")
+    v.assign([3.0, -2.0])
+
+    def numpy_inside():  # float() of a tensor cannot be traced
+        return quartic(v) + 0.0 * float(tf.reduce_sum(v))
+
+    with pytest.warns(UserWarning, match="could not be traced"):
+        eager = minimize(numpy_inside, [v], method="lbfgs")
+    assert compiled.success and eager.success and eager.nit == compiled.nit
+    np.testing.assert_allclose(eager.x[0], compiled.x[0], rtol=1e-9)
