@@ -208,15 +208,18 @@ def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display
         return result(message, success, status, nit)
 
     chunk = 1 if (callback is not None or display) else LBFGS_CHUNK
+    # Records as for the other methods: the value and gradient norm where the run
+    # started, and the value it reached.
+    value, gradient = float(oracle.value()), flatten(oracle.gradient())
     while nit < maxiter:
         results = optimizer.run(oracle, max_iterations=min(chunk, maxiter - nit),
                                 refresh=False, compiled=compiled)
         nit += optimizer.last_run_iterations
-        gradient = results.objective_gradient
-        report({"iteration": nit, "value": float(results.objective_value),
-                "gradient_norm": _norm(gradient),
-                "gradient_sup_norm": float(tf.reduce_max(tf.abs(gradient))),
+        report({"iteration": nit, "value": value, "gradient_norm": _norm(gradient),
+                "value_after": float(results.objective_value),
+                "lbfgs_iterations": optimizer.last_run_iterations,
                 "accepted": not bool(results.failed)})
+        value, gradient = float(results.objective_value), results.objective_gradient
         if callback is not None and callback(current("running", False, 1)):
             return current("stopped by the callback", False, 2)
         if bool(results.converged) or bool(results.failed):
