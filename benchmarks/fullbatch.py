@@ -50,6 +50,20 @@ def model():
     return net
 
 
+def flat_value_and_gradient(net, x, y):
+    """``flat weights -> (MSE, flat gradient)``, setting the network's weights."""
+    variables = net.trainable_variables
+
+    def value_and_gradient(flat):
+        for v, value in zip(variables, unflatten(flat, variables)):
+            v.assign(value)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((net(x) - y) ** 2)
+        return loss, flatten(tape.gradient(loss, variables))
+
+    return value_and_gradient
+
+
 def run_ours(x, y, iterations):
     net = model()
     variables = net.trainable_variables
@@ -61,14 +75,7 @@ def run_ours(x, y, iterations):
 def run_scipy(x, y, iterations):
     net = model()
     variables = net.trainable_variables
-
-    @tf.function
-    def value_and_gradient(flat):
-        for v, value in zip(variables, unflatten(flat, variables)):
-            v.assign(value)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((net(x) - y) ** 2)
-        return loss, flatten(tape.gradient(loss, variables))
+    value_and_gradient = tf.function(flat_value_and_gradient(net, x, y))
 
     def fun(w):
         value, gradient = value_and_gradient(tf.constant(w))
@@ -83,13 +90,7 @@ def run_scipy(x, y, iterations):
 def run_tfp(x, y, iterations):
     net = model()
     variables = net.trainable_variables
-
-    def value_and_gradient(flat):
-        for v, value in zip(variables, unflatten(flat, variables)):
-            v.assign(value)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((net(x) - y) ** 2)
-        return loss, flatten(tape.gradient(loss, variables))
+    value_and_gradient = flat_value_and_gradient(net, x, y)
 
     @tf.function
     def run(start):

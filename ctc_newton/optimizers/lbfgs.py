@@ -70,6 +70,8 @@ class LBFGS(SecondOrderOptimizer):
         self.memory_position = None
         self.has_memory = None
         self.memory_iterations = None
+        self._loop_key = self._loop = None  # the compiled loop and what it was traced for
+        self._eager_only = None  # an oracle whose loss could not be traced
 
     def build(self, variables):
         super().build(variables)
@@ -156,7 +158,7 @@ class LBFGS(SecondOrderOptimizer):
         """tfp's loop in a ``tf.function`` over ``oracle``'s loss: ``(previous,
         max_iterations) -> results``, traced once per oracle and settings."""
         key = (id(oracle), tuple(sorted(self._options().items())))
-        if getattr(self, "_loop_key", None) == key:
+        if self._loop_key == key:
             return self._loop
         options, dtype = self._options(), problem.dtype
 
@@ -185,14 +187,10 @@ class LBFGS(SecondOrderOptimizer):
     def _compiled_run(self, oracle, problem, previous, max_iterations):
         """Results of the compiled loop, or None when the loss cannot be traced (then
         this oracle runs eagerly from now on, with a warning saying why)."""
-        if getattr(self, "_eager_only", None) is oracle:
+        if self._eager_only is oracle:
             return None
-        fresh = getattr(self, "_loop_key", (None,))[0] != id(oracle)
-        loop = self._compiled_loop(oracle, problem)
-        if not fresh:
-            return loop(previous, max_iterations)
-        try:
-            return loop(previous, max_iterations)
+        try:  # tracing (the first call for this oracle) is what can fail
+            return self._compiled_loop(oracle, problem)(previous, max_iterations)
         except (TypeError, ValueError, NotImplementedError, AttributeError,
                 tf.errors.OperatorNotAllowedInGraphError) as error:
             warnings.warn(f"{self.name}: the loss could not be traced into a tf.function "
@@ -285,11 +283,10 @@ class LBFGS(SecondOrderOptimizer):
     def _step(self, oracle, curvature_oracle=None):
         value = float(oracle.value())
         before = FlatProblem(oracle).position()
-        results = self.run(oracle)
+        results = self.run(oracle)  # its position is where it left the variables
         failed = bool(results.failed)
-        moved = not bool(tf.reduce_all(tf.equal(before, FlatProblem(oracle).position())))
         return {"value": value, "value_after": float(results.objective_value),
-                "accepted": moved,
+                "accepted": not bool(tf.reduce_all(tf.equal(before, results.position))),
                 "lbfgs_iterations": self.last_run_iterations,
                 "converged": bool(results.converged), "failed": failed,
                 "linearized": True}
