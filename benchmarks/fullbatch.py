@@ -69,7 +69,7 @@ def run_ours(x, y, iterations):
     variables = net.trainable_variables
     result = minimize(lambda: tf.reduce_mean((net(x) - y) ** 2), variables, method="lbfgs",
                       maxiter=iterations, gtol=0.0)
-    return result.nit, result.fun
+    return result.nit, result.fun, result.nfev
 
 
 def run_scipy(x, y, iterations):
@@ -84,7 +84,7 @@ def run_scipy(x, y, iterations):
     x0 = flatten(variables).numpy()
     out = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
                                   options=dict(maxiter=iterations, gtol=0.0, ftol=0.0))
-    return out.nit, out.fun
+    return out.nit, out.fun, out.nfev
 
 
 def run_tfp(x, y, iterations):
@@ -98,7 +98,7 @@ def run_tfp(x, y, iterations):
                                             max_iterations=iterations)
 
     out = run(flatten(variables))
-    return int(out.num_iterations), float(out.objective_value)
+    return int(out.num_iterations), float(out.objective_value), int(out.num_objective_evaluations)
 
 
 def run_curvature(x, y, method, iterations):
@@ -117,8 +117,8 @@ def run_curvature(x, y, method, iterations):
 
 def timed(fn, *args):
     start = time.perf_counter()
-    nit, fun = fn(*args)
-    return nit, fun, time.perf_counter() - start
+    nit, fun, *rest = fn(*args)
+    return (nit, fun, time.perf_counter() - start, *rest)
 
 
 def main():
@@ -131,19 +131,20 @@ def main():
                      ("tfp lbfgs_minimize in one tf.function", run_tfp),
                      ("ctc_newton minimize(method='lbfgs')", run_ours)]:
         rows.append((name,) + timed(fn, x, y, args.iterations))
-    reference = rows[0][3] / max(rows[0][1], 1)
+    reference = rows[0][3] / max(rows[0][1], 1)  # scipy's seconds per iteration
     lines = ["# Full-batch MLP: ctc_newton's minimize against the usual recipes", "",
              f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
              f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
              f"scipy {scipy.__version__}. MLP 2-64-64-1 tanh, 4,417 weights, float64, "
              "4,096 points, MSE, same start; wall time includes tracing.", "",
              f"## L-BFGS, {args.iterations} iterations", "",
-             "| run | iterations | final loss | wall s | s / iteration | vs scipy recipe |",
-             "|---|---|---|---|---|---|"]
-    for name, nit, fun, wall in rows:
+             "| run | iterations | evaluations | final loss | wall s | s / iteration | "
+             "time per iteration vs scipy recipe |",
+             "|---|---|---|---|---|---|---|"]
+    for name, nit, fun, wall, nfev in rows:
         per = wall / max(nit, 1)
-        lines.append(f"| {name} | {nit} | {fun:.3e} | {wall:.1f} | {per * 1000:.1f} ms | "
-                     f"{per / reference:.1f}x |")
+        lines.append(f"| {name} | {nit} | {nfev} | {fun:.3e} | {wall:.1f} | "
+                     f"{per * 1000:.1f} ms | {per / reference:.2f}x |")
     curvature = [(method,) + timed(run_curvature, x, y, method, 10)
                  for method in ("gauss-newton", "trust-ncg")]
     lines += ["", "## Curvature methods, 10 iterations", "",

@@ -1,4 +1,4 @@
-"""L-BFGS over lists of variables: a wrapper of ``tfp.optimizer.lbfgs_minimize``."""
+"""L-BFGS over lists of variables, resumable, compiled for full-batch runs."""
 
 import warnings
 from typing import Optional
@@ -6,14 +6,13 @@ from typing import Optional
 import numpy as np
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
-from tensorflow_probability.python.optimizer import lbfgs as lbfgs_results
 
 from ctc_newton.curvature import flatten
+from ctc_newton.optimizers import _lbfgs_loop
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer, restore_on_exception
 
-Results = lbfgs_results.LBfgsOptimizerResults
+Results = _lbfgs_loop.Results
 
 
 def _finite(*tensors) -> bool:
@@ -24,9 +23,12 @@ def _finite(*tensors) -> bool:
 class LBFGS(SecondOrderOptimizer):
     """L-BFGS on the oracle's variables (flattened inside), resumable.
 
-    Each `step` (or `run`) runs up to ``max_iterations`` iterations of
-    ``tfp.optimizer.lbfgs_minimize`` from the variables' values, continuing the
-    previous run's curvature memory when the point is where that run stopped.
+    Each `step` (or `run`) runs up to ``max_iterations`` iterations from the
+    variables' values, continuing the previous run's curvature memory when the
+    point is where that run stopped. The iteration is tfp's
+    (``tfp.optimizer.lbfgs_minimize``'s state and stopping rules) with a strong
+    Wolfe line search that tries the quasi-Newton step first, so most iterations
+    cost one evaluation (see `ctc_newton.optimizers._lbfgs_loop`).
     The memory (the point it belongs to, position and gradient deltas) lives in
     optimizer variables, so a checkpoint or ``load_model`` resumes it exactly.
 
@@ -42,7 +44,7 @@ class LBFGS(SecondOrderOptimizer):
       x_tolerance: stop when the position changes less than this.
       f_relative_tolerance: stop when the relative loss change is below this.
       max_iterations: iterations per `step`.
-      max_line_search_iterations: Hager-Zhang line-search cap.
+      max_line_search_iterations: evaluations allowed in one line search.
       name: module name.
     """
 
@@ -135,7 +137,7 @@ class LBFGS(SecondOrderOptimizer):
             full-batch run resumed in chunks: the start comes from the memory when
             it is at the variables, and the oracle is left wherever the run last
             evaluated (the caller linearizes when it needs it).
-          compiled: run tfp's loop inside one ``tf.function`` on the oracle's
+          compiled: run the loop inside one ``tf.function`` on the oracle's
             `current_value_and_gradient` (a `CurvatureOracle` only; traced once per
             oracle, so for full-batch runs, not a new oracle per batch).
 
@@ -150,18 +152,19 @@ class LBFGS(SecondOrderOptimizer):
                              compiled)
 
     def _options(self):
-        return dict(num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
+        return dict(tolerance=self.tolerance,
                     x_tolerance=self.x_tolerance, f_relative_tolerance=self.f_relative_tolerance,
                     max_line_search_iterations=self.max_line_search_iterations)
 
     def _compiled_loop(self, oracle, problem):
-        """tfp's loop in a ``tf.function`` over ``oracle``'s loss: ``(previous,
+        """The loop in a ``tf.function`` over ``oracle``'s loss: ``(previous,
         max_iterations) -> results``, traced once per oracle and settings."""
         key = (id(oracle), tuple(sorted(self._options().items())))
         if self._loop_key == key:
             return self._loop
         options, dtype = self._options(), problem.dtype
 
+        @tf.function(autograph=False)  # traced once, called at each evaluation site
         def value_and_gradients(x):
             problem.assign(x)
             value, gradient = oracle.current_value_and_gradient()
@@ -169,9 +172,8 @@ class LBFGS(SecondOrderOptimizer):
 
         @tf.function(autograph=False)
         def resume(previous, max_iterations):
-            return tfp.optimizer.lbfgs_minimize(value_and_gradients, initial_position=None,
-                                                previous_optimizer_results=previous,
-                                                max_iterations=max_iterations, **options)
+            return _lbfgs_loop.minimize_from(value_and_gradients, previous, max_iterations,
+                                             **options)
 
         def loop(previous, max_iterations):
             results = resume(previous, tf.constant(max_iterations, tf.int32))
@@ -241,26 +243,19 @@ class LBFGS(SecondOrderOptimizer):
         if not _finite(start_value, start_gradient):
             return stay(converged=False)  # the memory is kept for the next batch
         if not bool(tf.reduce_any(start_gradient != 0)):
-            # The zero step is the answer (tfp's strict tolerance test would search
-            # along a zero direction and fail).
+            # The zero step is the answer (with gtol=0 the loop would search along a
+            # zero direction and fail).
             return stay(converged=True)
-        done = int(previous.num_iterations) if previous is not None else 0
+        if previous is None:  # a fresh memory, from the evaluation at hand
+            previous = _lbfgs_loop.initial_state(start, start_value, start_gradient,
+                                                 self.num_correction_pairs, self.tolerance)
+        done = int(previous.num_iterations)
         results = None
         if compiled:
-            if previous is None:  # tfp's initial state, from the evaluation at hand
-                zeros = tf.zeros([self.num_correction_pairs, int(start.shape[0])], start.dtype)
-                previous = Results(
-                    converged=tf.reduce_max(tf.abs(start_gradient)) < self.tolerance,
-                    failed=tf.constant(False), num_iterations=tf.constant(0),
-                    num_objective_evaluations=tf.constant(0), position=start,
-                    objective_value=start_value, objective_gradient=start_gradient,
-                    position_deltas=zeros, gradient_deltas=zeros)
             results = self._compiled_run(oracle, problem, previous, max_iterations + done)
         if results is None:
-            results = tfp.optimizer.lbfgs_minimize(
-                value_and_gradients, initial_position=None if previous is not None else start,
-                previous_optimizer_results=previous, max_iterations=max_iterations + done,
-                **self._options())
+            results = _lbfgs_loop.minimize_from(value_and_gradients, previous,
+                                                max_iterations + done, **self._options())
         self.last_run_iterations = int(results.num_iterations) - done
         self.iterations.assign_add(self.last_run_iterations)
         usable = _finite(results.position, results.objective_value,

@@ -82,7 +82,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         (or any-shape) initial point; None with an oracle.
       method: one of ``"newton-cg"``, ``"trust-ncg"``, ``"gauss-newton"``,
         ``"hessian-free"``, ``"lbfgs"``. ``"lbfgs"`` traces the loss into one
-        ``tf.function`` with tfp's loop (a loss that cannot be traced runs eagerly,
+        ``tf.function`` with the L-BFGS loop (a loss that cannot be traced runs eagerly,
         with a warning).
       gtol: stop when the gradient's Euclidean norm is below this (L-BFGS: its
         sup-norm, tfp's ``tolerance``).
@@ -192,7 +192,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
 
 def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display, report,
                     result):
-    """L-BFGS in runs of tfp's loop resumed from their results (the same iterates as
+    """L-BFGS in runs of the loop resumed from their results (the same iterates as
     one long run): one iteration per run when a callback or display watches, else
     `LBFGS_CHUNK`; an interrupt loses at most the run in progress. A
     `CurvatureOracle`'s runs are compiled (one ``tf.function``, traced once)."""
