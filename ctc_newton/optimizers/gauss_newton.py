@@ -79,14 +79,13 @@ class GaussNewton(SecondOrderOptimizer):
         x = problem.position()
         solve = cg.martens(apply, -gradient, tf.zeros_like(gradient), self.max_cg_iterations,
                            tolerance=self.cg_tolerance)
-        record = {"value": value, "damping": damping, "cg_iterations": solve.iterations}
-        if solve.nonfinite:
+        record = {"value": value, "damping": damping, "cg_iterations": int(solve.iterations)}
+        if bool(solve.nonfinite):
             self._adapt(float("nan"))
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite curvature product; damping raised")
         p = solve.step
-        phi = solve.iterates[-1][2] if solve.iterates else 0.0
-        predicted = phi - 0.5 * damping * float(tf.reduce_sum(p * p))
+        predicted = float(solve.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, predicted)
         self._adapt(rho)

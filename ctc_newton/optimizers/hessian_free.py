@@ -151,14 +151,15 @@ class HessianFree(SecondOrderOptimizer):
         solve = cg.martens(apply, -gradient, x0, self.max_cg_iterations,
                            self._preconditioner(oracle, damping, problem.dtype),
                            self.cg_epsilon)
-        record = {"value": value, "damping": damping, "cg_iterations": solve.iterations}
-        if solve.nonfinite or not solve.iterates:
+        record = {"value": value, "damping": damping, "cg_iterations": int(solve.iterations)}
+        iterates = solve.iterates()
+        if bool(solve.nonfinite) or not iterates:
             self._raise_damping()
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite curvature product; damping raised")
         self.previous_solution.assign(tf.cast(solve.step, self.previous_solution.dtype))
         x = problem.position()
-        chosen, chosen_value = self._backtrack(problem, x, solve.iterates)
+        chosen, chosen_value = self._backtrack(problem, x, iterates)
         _, p, phi = chosen
         predicted = phi - 0.5 * damping * float(tf.reduce_sum(p * p))
         rho = reduction_ratio(chosen_value - value, predicted)

@@ -78,19 +78,18 @@ class NewtonCG(SecondOrderOptimizer):
         x = problem.position()
         radius = self._read(self.radius)
         solve = cg.steihaug(apply, gradient, radius, self._cg_cap(int(x.shape[0])))
-        record = {"value": value, "radius": radius, "cg_iterations": solve.iterations,
-                  "negative_curvature": solve.negative_curvature}
-        if solve.nonfinite:
+        record = {"value": value, "radius": radius, "cg_iterations": int(solve.iterations),
+                  "negative_curvature": bool(solve.negative_curvature)}
+        if bool(solve.nonfinite):
             self.radius.assign(radius * 0.25)
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite Hessian product; radius shrunk")
         p = solve.step
-        predicted = float(tf.reduce_sum(gradient * p) + 0.5 * tf.reduce_sum(p * apply(p)))
         trial = problem.value_at(x + p)
-        rho = reduction_ratio(trial - value, predicted)
+        rho = reduction_ratio(trial - value, float(solve.model_value))
         if math.isnan(rho) or rho < 0.25:
             self.radius.assign(radius * 0.25)
-        elif rho > 0.75 and solve.hits_boundary:
+        elif rho > 0.75 and bool(solve.hits_boundary):
             self.radius.assign(min(2 * radius, self.max_radius))
         accepted = not math.isnan(rho) and rho > self.eta
         if not accepted:
@@ -110,9 +109,9 @@ class NewtonCG(SecondOrderOptimizer):
         x = problem.position()
         eps = float(np.finfo(np.float64).eps)
         solve = cg.truncated(apply, gradient, self._cg_cap(int(x.shape[0])), 3 * eps)
-        record = {"value": value, "cg_iterations": solve.iterations,
-                  "negative_curvature": solve.negative_curvature}
-        if solve.nonfinite:
+        record = {"value": value, "cg_iterations": int(solve.iterations),
+                  "negative_curvature": bool(solve.negative_curvature)}
+        if bool(solve.nonfinite):
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite Hessian product; step rejected")
         p = solve.step.numpy().astype(np.float64)

@@ -74,7 +74,7 @@ def test_martens_cg_solves_a_spd_system_and_keeps_iterates():
     result = cg.martens(lambda v: tf.linalg.matvec(a, v), b, tf.zeros(30, tf.float64), 250,
                         epsilon=1e-15, tolerance=1e-12)
     np.testing.assert_allclose(tf.linalg.matvec(a, result.step).numpy(), b.numpy(), atol=1e-9)
-    kept = [i for i, _, _ in result.iterates]
+    kept = [i for i, _, _ in result.iterates()]
     assert kept[:5] == [1, 2, 3, 4, 5] and kept == sorted(kept)
 
 
