@@ -15,6 +15,7 @@ Usage: python benchmarks/fullbatch.py [--iterations N]   (default 500, as in iss
 """
 
 import argparse
+import collections
 import datetime
 import os
 import platform
@@ -101,17 +102,101 @@ def run_tfp(x, y, iterations):
     return int(out.num_iterations), float(out.objective_value), int(out.num_objective_evaluations)
 
 
-def run_curvature(x, y, method, iterations):
-    net = model()
+def tape_oracle(net, x, y, method):
+    """from_outputs (Gauss-Newton methods) or from_function (Hessian methods)."""
     variables = net.trainable_variables
-    if method == "gauss-newton":
-        oracle = CurvatureOracle.from_outputs(lambda: net(x),
-                                              lambda out: tf.reduce_mean((out - y) ** 2),
-                                              variables)
-        result = minimize(oracle, method=method, maxiter=iterations, gtol=0.0)
-    else:
-        result = minimize(lambda: tf.reduce_mean((net(x) - y) ** 2), variables, method=method,
-                          maxiter=iterations, gtol=0.0)
+    if method in ("gauss-newton", "hessian-free"):
+        return CurvatureOracle.from_outputs(lambda: net(x),
+                                            lambda out: tf.reduce_mean((out - y) ** 2),
+                                            variables)
+    return CurvatureOracle.from_function(lambda: tf.reduce_mean((net(x) - y) ** 2), variables)
+
+
+def curvature_oracle(net, x, y, method):
+    """The compiled oracle minimize() runs on by default."""
+    return tape_oracle(net, x, y, method).compiled()
+
+
+def instrument(oracle):
+    """Counts the oracle's compiled calls by kind: value-and-gradient, value, solve."""
+    counts = collections.Counter()
+    call = oracle._call
+    functions = oracle._functions
+    kinds = {id(functions.value_and_gradient): "gradients", id(functions.value): "values",
+             id(functions.product): "products"}
+
+    def counted(fn, *args):
+        counts[kinds.get(id(fn), "solves")] += 1
+        return call(fn, *args)
+
+    oracle._call = counted
+    return counts
+
+
+def unit_costs(net, x, y, method, repeats=20):
+    """Seconds for one compiled value-and-gradient, one value, one linearization
+    (the forward pass a solve records) and one curvature product after it."""
+    oracle = curvature_oracle(net, x, y, method)
+    kind = "gauss_newton" if method in ("gauss-newton", "hessian-free") else "hessian"
+
+    def products(k):
+        def fn(o):
+            v = [tf.ones_like(w) for w in o.variables]
+            for _ in range(k):  # each product feeds the next, as in CG
+                v = [p / (1 + tf.norm(p)) for p in o.curvature_vector_product(v, kind)]
+            return v
+        return oracle._functions.solver(("products", kind, k), fn)
+
+    def seconds(fn):  # the best of 5 averages, as timeit reports
+        fn()
+        averages = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                tf.nest.map_structure(lambda t: t.numpy(), fn())
+            averages.append((time.perf_counter() - start) / repeats)
+        return min(averages)
+
+    gradient = seconds(lambda: oracle.linearize().value_and_gradient())
+    value = seconds(oracle.evaluate)
+    one, many = (seconds(lambda f=products(k): oracle._call(f, ())) for k in (1, 21))
+    product = (many - one) / 20
+    return {"gradient": gradient, "value": value, "linearization": one - product,
+            "product": product}
+
+
+def run_curvature(x, y, method, iterations):
+    """``(iterations, final loss, first-call s, s per iteration, model s, counts, units)``.
+
+    A first ``minimize(maxiter=1)`` traces; the timed run starts again from the same
+    weights on the same (traced) oracle. The model is what the iterations' own
+    gradients, evaluations, linearizations and products cost at the unit costs
+    measured here; s per iteration / model - 1 is the overhead.
+    """
+    net = model()
+    start_weights = [v.numpy() for v in net.trainable_variables]
+    oracle = curvature_oracle(net, x, y, method)
+    start = time.perf_counter()
+    minimize(oracle, method=method, maxiter=1, gtol=0.0)
+    first = time.perf_counter() - start
+    for variable, value in zip(net.trainable_variables, start_weights):
+        variable.assign(value)
+    counts = instrument(oracle)
+    oracle.num_curvature_products = 0
+    start = time.perf_counter()
+    result = minimize(oracle, method=method, maxiter=iterations, gtol=0.0)
+    per_iteration_s = (time.perf_counter() - start) / max(result.nit, 1)
+    counts = dict(counts, products=oracle.num_curvature_products)
+    units = unit_costs(model(), x, y, method)
+    per = {k: v / max(result.nit, 1) for k, v in counts.items()}
+    modelled = (per.get("gradients", 0) * units["gradient"] + per.get("values", 0) * units["value"]
+                + per.get("solves", 0) * units["linearization"] + per["products"] * units["product"])
+    return result.nit, result.fun, first, per_iteration_s, modelled, per, units
+
+
+def run_eager(x, y, method, iterations):
+    net = model()
+    result = minimize(tape_oracle(net, x, y, method), method=method, maxiter=iterations, gtol=0.0, compiled=False)
     return result.nit, result.fun
 
 
@@ -124,6 +209,7 @@ def timed(fn, *args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--curvature-iterations", type=int, default=20)
     args = parser.parse_args()
     x, y = problem()
     rows = []
@@ -145,12 +231,28 @@ def main():
         per = wall / max(nit, 1)
         lines.append(f"| {name} | {nit} | {nfev} | {fun:.3e} | {wall:.1f} | "
                      f"{per * 1000:.1f} ms | {per / reference:.2f}x |")
-    curvature = [(method,) + timed(run_curvature, x, y, method, 10)
-                 for method in ("gauss-newton", "trust-ncg")]
-    lines += ["", "## Curvature methods, 10 iterations", "",
-              "| method | iterations | final loss | wall s | s / iteration |", "|---|---|---|---|---|"]
-    for name, nit, fun, wall in curvature:
-        lines.append(f"| {name} | {nit} | {fun:.3e} | {wall:.1f} | {wall / max(nit, 1):.2f} |")
+    lines += ["", f"## Curvature methods, {args.curvature_iterations} iterations", "",
+              "Compiled (the default): each step's CG solve is one graph call. *Model*: what "
+              "the iteration's own gradients, evaluations, linearizations and curvature "
+              "products cost at the unit costs measured in this run (one compiled call "
+              "each; a product after the linearization it shares); the overhead is steady "
+              "time / model - 1. Eager: `compiled=False`, the previous default.", "",
+              "| method | iterations | final loss | first call s (tracing) | s / iteration "
+              "| model s / iteration | overhead | products / iteration | "
+              "eager s / iteration |", "|---|---|---|---|---|---|---|---|---|"]
+    unit_rows = []
+    for method in ("gauss-newton", "hessian-free", "trust-ncg", "newton-cg"):
+        nit, fun, first, steady, modelled, per, units = run_curvature(
+            x, y, method, args.curvature_iterations)
+        eager = timed(run_eager, x, y, method, args.curvature_iterations)
+        lines.append(f"| {method} | {nit} | {fun:.3e} | {first:.2f} | {steady * 1000:.1f} ms | "
+                     f"{modelled * 1000:.1f} ms | {steady / modelled - 1:+.0%} | "
+                     f"{per['products']:.1f} | {eager[2] / max(eager[0], 1) * 1000:.0f} ms |")
+        unit_rows.append((method, units))
+    lines += ["", "Unit costs (ms): value-and-gradient, value, linearization, product after it.",
+              ""]
+    for method, units in unit_rows:
+        lines.append(f"- {method}: " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in units.items()))
     text = "\n".join(lines)
     print(text)
     here = os.path.dirname(os.path.abspath(__file__))

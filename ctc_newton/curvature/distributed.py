@@ -45,7 +45,13 @@ class DistributedKerasOracle(CompiledKerasOracle):
 
     def _invoke(self, fn, *args):
         with self.strategy.scope():
-            return self.strategy.run(fn, args=(*self._batch, *args))
+            return self.strategy.run(fn, args=(self._batch, *args))
+
+    def solve(self, key, fn, *args):
+        """``fn(self, *args)`` with the CG loop on the host: each product is one
+        all-reduced call (a ``tf.while_loop`` around an all-reduce fails under
+        ``MirroredStrategy``)."""
+        return fn(self, *args)
 
     def _call(self, fn, *args):
         return self._first(super()._call(fn, *args))
@@ -55,6 +61,10 @@ class DistributedKerasOracle(CompiledKerasOracle):
         return tf.nest.map_structure(
             lambda r: self.strategy.experimental_local_results(r)[0], result)
 
+    @property
+    def supports_squared_gradients(self) -> bool:
+        return not self._synchronized
+
     def squared_gradient_diagonal(self):
         """``sum_i g_i^2`` over the global batch's examples.
 
@@ -62,13 +72,13 @@ class DistributedKerasOracle(CompiledKerasOracle):
           ValueError: the model has synchronized layers (their per-example
             gradients mix the replicas' examples).
         """
-        if self._synchronized:
+        if not self.supports_squared_gradients:
             raise ValueError(
                 "Per-example gradients are not available under a strategy for models with "
                 f"synchronized layers ({', '.join(self._synchronized)}); use "
                 "BatchNormalization(synchronized=False) or no squared-gradient "
                 "preconditioner (HessianFree(preconditioner=False)).")
-        return super().squared_gradient_diagonal()
+        return self._call(self._functions.squared_gradients)
 
     def outputs(self):
         """The model outputs at the point, per replica (same dropout masks as the products);

@@ -20,15 +20,13 @@ Products:
 from typing import Callable, List, Optional, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ctc_newton.curvature import vectors
+from ctc_newton.curvature.base import KINDS, Oracle, check_kind
 from ctc_newton.losses.ctc import gauss_newton_curvature
 
 __all__ = ["CurvatureOracle"]
-
-KINDS = ("hessian", "gauss_newton")
 
 
 def _copy_with_mask(tensor):
@@ -56,8 +54,8 @@ def _replica_sum(value):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
-class CurvatureOracle:
-    """Loss, gradient and curvature products for a fixed batch at a fixed point.
+class CurvatureOracle(Oracle):
+    """Loss, gradient and curvature products for a fixed batch at a fixed point, on tapes.
 
     Vectors are structured like ``variables`` (lists of tensors of their shapes);
     `ctc_newton.curvature.flatten`/`unflatten` convert for flat-vector users.
@@ -438,11 +436,10 @@ class CurvatureOracle:
 
     def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
         """`hessian_vector_product` or `gauss_newton_vector_product` by name."""
+        check_kind(kind)
         if kind == "hessian":
             return self.hessian_vector_product(vector)
-        if kind == "gauss_newton":
-            return self.gauss_newton_vector_product(vector)
-        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
+        return self.gauss_newton_vector_product(vector)
 
     # ------------------------------------------------------------------ diagonals
     def squared_gradient_diagonal(self) -> List[tf.Tensor]:
@@ -451,7 +448,7 @@ class CurvatureOracle:
         Raises:
           ValueError: no per-example structure (an oracle from `from_function`).
         """
-        if self._per_example_fn is None or self._outputs is None:
+        if not self.supports_squared_gradients:
             raise ValueError("Per-example gradients need a per-example loss: build the "
                              "oracle with from_keras, or from_outputs(per_example_fn=...).")
         with tf.GradientTape() as tape:
@@ -467,53 +464,37 @@ class CurvatureOracle:
                                       experimental_use_pfor=False)
         return _replica_sum([tf.reduce_sum(tf.square(j), axis=0) for j in jacobians])
 
-    def hutchinson_diagonal(self, kind: str = "gauss_newton", num_samples: int = 10,
-                            seed: Optional[int] = None) -> List[tf.Tensor]:
-        """Unbiased estimate of the Hessian or Gauss-Newton diagonal, ``E[z * (A z)]``.
+    # ------------------------------------------------------------------ compiled use
+    @property
+    def supports_gauss_newton(self) -> bool:
+        return self._outputs_fn is not None
 
-        Args:
-          kind: ``"hessian"`` or ``"gauss_newton"``.
-          num_samples: number of Rademacher probes.
-          seed: seed for the probes.
+    @property
+    def supports_squared_gradients(self) -> bool:
+        return self._per_example_fn is not None and self._outputs_fn is not None
+
+    def solve(self, key, fn, *args):
+        """``fn(self, *args)``, eagerly (see `Oracle.solve`)."""
+        return fn(self, *args)
+
+    def compiled(self) -> "Oracle":
+        """A `GraphOracle` over the same loss and variables: each quantity, and each
+        `solve`, one graph function (traced once per oracle, reused by every point).
 
         Returns:
-          A structured vector.
+          The `GraphOracle`, linearized at the variables' current values.
         """
-        if num_samples < 1:
-            raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
-        rng = tf.random.Generator.from_seed(seed) if seed is not None else \
-            tf.random.Generator.from_non_deterministic_state()
-        total = vectors.zeros_like(self.variables)
-        for _ in range(num_samples):
-            probe = [tf.cast(2 * rng.uniform(tf.shape(v), 0, 2, dtype=tf.int32) - 1, v.dtype)
-                     for v in self.variables]
-            product = self.curvature_vector_product(probe, kind)
-            total = [t + p * z for t, p, z in zip(total, product, probe)]
-        return vectors.scale(1.0 / num_samples, total)
+        from ctc_newton.curvature.graph import GraphFunctions, GraphOracle
 
-    # ------------------------------------------------------------------ views
-    @property
-    def size(self) -> int:
-        """Total number of scalar parameters."""
-        return int(sum(v.shape.num_elements() for v in self.variables))
-
-    def as_linear_operator(self, kind: str = "gauss_newton", damping: float = 0.0):
-        """A ``tf.linalg.LinearOperator`` over flat vectors: ``A + damping I``."""
-        from ctc_newton.curvature.operators import CurvatureOperator
-        return CurvatureOperator(self, kind, damping)
-
-    def as_scipy_linear_operator(self, kind: str = "gauss_newton", damping: float = 0.0):
-        """A ``scipy.sparse.linalg.LinearOperator`` over flat float64 numpy vectors."""
-        from scipy.sparse.linalg import LinearOperator
-
-        if kind not in KINDS:
-            raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}.")
-
-        def matvec(x):
-            x = np.asarray(x, np.float64).reshape(-1)
-            product = self.curvature_vector_product(
-                vectors.unflatten(tf.constant(x), self.variables), kind)
-            return vectors.flatten(product).numpy().astype(np.float64) + damping * x
-
-        n = self.size
-        return LinearOperator((n, n), matvec=matvec, rmatvec=matvec, dtype=np.float64)
+        if getattr(self, "_graph_functions", None) is None:
+            settings = dict(loss_fn=self._loss_fn, outputs_fn=self._outputs_fn,
+                            output_loss_fn=self._output_loss_fn,
+                            regularization_fn=self._regularization_fn,
+                            per_example_fn=self._per_example_fn,
+                            restore_variables=self._restore)
+            variables = self.variables
+            self._graph_functions = GraphFunctions(
+                lambda: CurvatureOracle(variables, **settings))
+        return GraphOracle(self._graph_functions, self.variables, restore=self._restore,
+                           supports_gauss_newton=self.supports_gauss_newton,
+                           supports_squared_gradients=self.supports_squared_gradients)

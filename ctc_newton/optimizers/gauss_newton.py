@@ -70,22 +70,25 @@ class GaussNewton(SecondOrderOptimizer):
         if not bool(tf.reduce_any(gradient != 0)):
             return stationary_record(value)
         self.iterations.assign_add(1)
-        curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
         damping = self._read(self.damping)
-
-        def apply(v):
-            return curvature(v) + damping * v
-
         x = problem.position()
-        solve = cg.martens(apply, -gradient, tf.zeros_like(gradient), self.max_cg_iterations,
-                           tolerance=self.cg_tolerance)
-        record = {"value": value, "damping": damping, "cg_iterations": int(solve.iterations)}
-        if bool(solve.nonfinite):
+        max_iterations, tolerance = self.max_cg_iterations, self.cg_tolerance
+
+        def solve(o, gradient, damping):
+            curvature = FlatProblem(o).product("gauss_newton")
+            return cg.martens(lambda v: curvature(v) + damping * v, -gradient,
+                              tf.zeros_like(gradient), max_iterations, tolerance=tolerance)
+
+        solution = (curvature_oracle or oracle).solve(
+            ("gauss_newton", max_iterations, tolerance), solve, gradient,
+            tf.constant(damping, gradient.dtype))
+        record = {"value": value, "damping": damping, "cg_iterations": int(solution.iterations)}
+        if bool(solution.nonfinite):
             self._adapt(float("nan"))
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite curvature product; damping raised")
-        p = solve.step
-        predicted = float(solve.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
+        p = solution.step
+        predicted = float(solution.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, predicted)
         self._adapt(rho)

@@ -103,12 +103,14 @@ class HessianFree(SecondOrderOptimizer):
     def _preconditioner(self, oracle, damping, dtype):
         if not self.preconditioner:
             return None
-        try:
-            squared = flatten(oracle.squared_gradient_diagonal())
-        except ValueError as error:  # no per-example gradients: run unpreconditioned
-            warnings.warn(f"{self.name}: running without the preconditioner: {error}",
-                          stacklevel=3)
+        if not oracle.supports_squared_gradients:  # run unpreconditioned; say so once
+            if not getattr(self, "_warned_preconditioner", False):
+                warnings.warn(f"{self.name}: running without the preconditioner: the oracle "
+                              "has no per-example loss (build it with from_keras, or "
+                              "from_outputs(per_example_fn=...)).", stacklevel=4)
+                self._warned_preconditioner = True
             return None
+        squared = flatten(oracle.squared_gradient_diagonal())
         return tf.pow(tf.cast(squared, dtype) + damping, 0.75)
 
     def step(self, oracle, curvature_oracle=None, structural_oracle=None):
@@ -136,28 +138,39 @@ class HessianFree(SecondOrderOptimizer):
             return stationary_record(value)
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
-        curvature = FlatProblem(curvature_oracle or oracle).product("gauss_newton")
-        structural = (FlatProblem(structural_oracle).product("gauss_newton")
-                      if self.structural_damping > 0 else None)
-
-        def apply(v):
-            out = curvature(v) + damping * v
-            if structural is not None:
-                out = out + damping * self.structural_damping * structural(v)
-            return out
-
         x0 = self.warm_start * tf.cast(tf.convert_to_tensor(self.previous_solution),
                                        problem.dtype)
-        solve = cg.martens(apply, -gradient, x0, self.max_cg_iterations,
-                           self._preconditioner(oracle, damping, problem.dtype),
-                           self.cg_epsilon)
-        record = {"value": value, "damping": damping, "cg_iterations": int(solve.iterations)}
-        iterates = solve.iterates()
-        if bool(solve.nonfinite) or not iterates:
+        max_iterations, epsilon, mu = self.max_cg_iterations, self.cg_epsilon, \
+            self.structural_damping
+
+        def solve(o, gradient, damping, x0, preconditioner, structural=None):
+            curvature = FlatProblem(o).product("gauss_newton")
+
+            def apply(v):
+                out = curvature(v) + damping * v
+                if structural is not None:
+                    out = out + damping * mu * structural(v)
+                return out
+
+            return cg.martens(apply, -gradient, x0, max_iterations, preconditioner, epsilon)
+
+        curvature_oracle = curvature_oracle or oracle
+        args = (gradient, tf.constant(damping, problem.dtype), x0,
+                self._preconditioner(oracle, damping, problem.dtype))
+        if self.structural_damping > 0:  # products of two oracles: CG on the host
+            solution = solve(curvature_oracle, *args,
+                             structural=FlatProblem(structural_oracle).product("gauss_newton"))
+        else:
+            solution = curvature_oracle.solve(("martens", max_iterations, epsilon), solve,
+                                              *args)
+        record = {"value": value, "damping": damping,
+                  "cg_iterations": int(solution.iterations)}
+        iterates = solution.iterates()
+        if bool(solution.nonfinite) or not iterates:
             self._raise_damping()
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite curvature product; damping raised")
-        self.previous_solution.assign(tf.cast(solve.step, self.previous_solution.dtype))
+        self.previous_solution.assign(tf.cast(solution.step, self.previous_solution.dtype))
         x = problem.position()
         chosen, chosen_value = self._backtrack(problem, x, iterates)
         _, p, phi = chosen

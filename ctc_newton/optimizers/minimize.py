@@ -3,12 +3,14 @@
 import math
 import numbers
 import sys
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from ctc_newton.curvature import CurvatureOracle, flatten
+from ctc_newton.curvature.base import Oracle
 from ctc_newton.optimizers._flat import check_variables
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 from ctc_newton.optimizers.hessian_free import HessianFree
@@ -44,10 +46,11 @@ def _norm(vector) -> float:
 
 def _build_oracle(fun_or_oracle, variables_or_x0):
     """Returns ``(oracle, flat_variable_or_None)``."""
-    if isinstance(fun_or_oracle, CurvatureOracle):
+    if isinstance(fun_or_oracle, Oracle):
         return fun_or_oracle, None
     if not callable(fun_or_oracle):
-        raise TypeError("`fun_or_oracle` must be a CurvatureOracle or a callable.")
+        raise TypeError("`fun_or_oracle` must be a CurvatureOracle (or another "
+                        "ctc_newton.curvature oracle) or a callable.")
     if variables_or_x0 is None:
         raise ValueError("A function needs `variables_or_x0`: a list of tf.Variables, or an "
                          "initial flat vector x0.")
@@ -67,14 +70,35 @@ def _build_oracle(fun_or_oracle, variables_or_x0):
                                          [flat]), flat
 
 
+# What a trace of a loss that is not written in TensorFlow ops raises.
+_UNTRACEABLE = (TypeError, ValueError, NotImplementedError, AttributeError,
+                tf.errors.OperatorNotAllowedInGraphError)
+
+
+def _compile(oracle):
+    """The `GraphOracle` of a tape oracle, or the oracle itself (with a warning)
+    when its loss cannot be traced."""
+    if not isinstance(oracle, CurvatureOracle):
+        return oracle.linearize()
+    try:
+        graph = oracle.compiled()
+        graph.value()  # the first call traces
+        return graph
+    except _UNTRACEABLE as error:
+        warnings.warn(f"minimize: the loss could not be traced into a tf.function "
+                      f"({type(error).__name__}: {error}); running eagerly (slower). Write "
+                      "the loss with TensorFlow ops to compile it.", stacklevel=3)
+        return oracle.linearize()
+
+
 def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
              gtol: float = 1e-5, xtol: float = 1e-5, maxiter: Optional[int] = None,
              callback: Optional[Callable] = None, display: bool = False,
-             **options) -> OptimizeResult:
+             compiled: bool = True, **options) -> OptimizeResult:
     """Minimizes a full-batch loss with a second-order method.
 
     Args:
-      fun_or_oracle: a `CurvatureOracle` (required for ``"gauss-newton"`` and
+      fun_or_oracle: an oracle (required for ``"gauss-newton"`` and
         ``"hessian-free"``, which need a model/loss split: build it with
         ``CurvatureOracle.from_keras`` or ``from_outputs``), or a function: of no
         arguments reading ``variables``, or of one tensor shaped like ``x0``.
@@ -92,6 +116,10 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
       callback: called after each iteration with an `OptimizeResult` of the
         current state; returning True stops.
       display: print one line per iteration.
+      compiled: run the loss, gradient and each step's CG solve as graph functions
+        traced once (a `CurvatureOracle` is wrapped by its ``compiled()``
+        `GraphOracle`; L-BFGS runs its whole loop in one). False runs eagerly, for
+        debugging. A loss that cannot be traced runs eagerly, with a warning.
       **options: passed to the optimizer class (e.g. ``damping=``, ``rule=``,
         ``max_cg_iterations=``, ``initial_radius=``).
 
@@ -115,7 +143,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
                          f"default), got {maxiter!r}.")
     oracle, flat_variable = _build_oracle(fun_or_oracle, variables_or_x0)
     check_variables(oracle.variables, "variables_or_x0")
-    if method in ("gauss-newton", "hessian-free") and oracle._outputs_fn is None:
+    if method in ("gauss-newton", "hessian-free") and not oracle.supports_gauss_newton:
         raise ValueError(f"method={method!r} needs Gauss-Newton products: pass a "
                          "CurvatureOracle built with from_keras or from_outputs.")
     n = oracle.size
@@ -146,11 +174,12 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
                                if key != "note")
             print(f"[{method}] {fields}", file=sys.stdout, flush=True)
 
-    oracle.linearize()
     if method == "lbfgs":
+        oracle.linearize()
         return _minimize_lbfgs(optimizer, oracle, options, gtol,
                                500 if maxiter is None else maxiter, callback, display,
-                               report, result)
+                               report, result, compiled)
+    oracle = _compile(oracle) if compiled else oracle.linearize()
 
     maxiter = min(200 * n, 10000) if maxiter is None else maxiter
     for k in range(maxiter):
@@ -191,7 +220,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
 
 
 def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display, report,
-                    result):
+                    result, compiled):
     """L-BFGS in runs of the loop resumed from their results (the same iterates as
     one long run): one iteration per run when a callback or display watches, else
     `LBFGS_CHUNK`; an interrupt loses at most the run in progress. A
@@ -199,7 +228,7 @@ def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display
     if "tolerance" not in options:
         optimizer.tolerance = gtol
     gtol = optimizer.tolerance
-    compiled = isinstance(oracle, CurvatureOracle)
+    compiled = compiled and isinstance(oracle, CurvatureOracle)
     nit = 0
     results = None
 

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from ctc_newton.optimizers import cg
+from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
 from ctc_newton.optimizers.damping import reduction_ratio
 
@@ -74,22 +75,27 @@ class NewtonCG(SecondOrderOptimizer):
         return self._line_search_step(problem, value, gradient)
 
     def _trust_region_step(self, problem, value, gradient):
-        apply = problem.product("hessian")
         x = problem.position()
         radius = self._read(self.radius)
-        solve = cg.steihaug(apply, gradient, radius, self._cg_cap(int(x.shape[0])))
-        record = {"value": value, "radius": radius, "cg_iterations": int(solve.iterations),
-                  "negative_curvature": bool(solve.negative_curvature)}
-        if bool(solve.nonfinite):
+        cap = self._cg_cap(int(x.shape[0]))
+
+        def solve(o, gradient, radius):
+            return cg.steihaug(FlatProblem(o).product("hessian"), gradient, radius, cap)
+
+        solution = problem.oracle.solve(("steihaug", cap), solve, gradient,
+                                        tf.constant(radius, gradient.dtype))
+        record = {"value": value, "radius": radius, "cg_iterations": int(solution.iterations),
+                  "negative_curvature": bool(solution.negative_curvature)}
+        if bool(solution.nonfinite):
             self.radius.assign(radius * 0.25)
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite Hessian product; radius shrunk")
-        p = solve.step
+        p = solution.step
         trial = problem.value_at(x + p)
-        rho = reduction_ratio(trial - value, float(solve.model_value))
+        rho = reduction_ratio(trial - value, float(solution.model_value))
         if math.isnan(rho) or rho < 0.25:
             self.radius.assign(radius * 0.25)
-        elif rho > 0.75 and bool(solve.hits_boundary):
+        elif rho > 0.75 and bool(solution.hits_boundary):
             self.radius.assign(min(2 * radius, self.max_radius))
         accepted = not math.isnan(rho) and rho > self.eta
         if not accepted:
@@ -105,16 +111,20 @@ class NewtonCG(SecondOrderOptimizer):
             from scipy.optimize._optimize import _line_search_wolfe12 as search
         except ImportError:  # pragma: no cover - older/newer scipy layouts
             search = None
-        apply = problem.product("hessian")
         x = problem.position()
         eps = float(np.finfo(np.float64).eps)
-        solve = cg.truncated(apply, gradient, self._cg_cap(int(x.shape[0])), 3 * eps)
-        record = {"value": value, "cg_iterations": int(solve.iterations),
-                  "negative_curvature": bool(solve.negative_curvature)}
-        if bool(solve.nonfinite):
+        cap = self._cg_cap(int(x.shape[0]))
+
+        def solve(o, gradient):
+            return cg.truncated(FlatProblem(o).product("hessian"), gradient, cap, 3 * eps)
+
+        solution = problem.oracle.solve(("truncated", cap), solve, gradient)
+        record = {"value": value, "cg_iterations": int(solution.iterations),
+                  "negative_curvature": bool(solution.negative_curvature)}
+        if bool(solution.nonfinite):
             return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
                         note="non-finite Hessian product; step rejected")
-        p = solve.step.numpy().astype(np.float64)
+        p = solution.step.numpy().astype(np.float64)
         x0 = x.numpy().astype(np.float64)
         oracle = problem.oracle
         cache = {}

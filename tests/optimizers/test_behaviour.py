@@ -123,6 +123,9 @@ class PoisonedOracle:
         out = self._oracle.curvature_vector_product(vector, kind)
         return [v * np.nan for v in out] if self._products else out
 
+    def solve(self, key, fn, *args):  # an eager oracle: the solve sees the poisoned products
+        return fn(self, *args)
+
     def evaluate(self):
         return tf.constant(np.nan) if not self._products else self._oracle.evaluate()
 
