@@ -11,6 +11,7 @@ from ctc_newton.decoding import beam_search_decode, greedy_decode
 from ctc_newton.losses import (CTCLoss, ctc_gauss_newton_vector_product,
                                ctc_hessian_vector_product, ctc_loss)
 from ctc_newton.metrics import LabelErrorRate, label_error_rate
+from ctc_newton.optimizers.minimize import minimize
 
 __version__ = "0.1.0"
 
@@ -19,5 +20,5 @@ keras_integration.install()
 
 __all__ = ["ctc_loss", "ctc_hessian_vector_product", "ctc_gauss_newton_vector_product",
            "CTCLoss", "greedy_decode", "beam_search_decode", "label_error_rate",
-           "LabelErrorRate", "CurvatureOracle", "curvature", "decoding", "keras_integration", "losses",
-           "metrics", "optimizers"]
+           "LabelErrorRate", "CurvatureOracle", "minimize", "curvature", "decoding",
+           "keras_integration", "losses", "metrics", "optimizers"]

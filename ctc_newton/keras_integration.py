@@ -43,7 +43,7 @@ from ctc_newton.curvature.compiled import with_keras_mask
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 
 _ORIGINAL = {}
-_PER_REPLICA_UPDATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_COMPILED_UPDATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _WARNED_INFEASIBLE: "weakref.WeakSet" = weakref.WeakSet()
 
 
@@ -120,10 +120,13 @@ def _warn_infeasible(model, optimizer, y, y_pred):
 def _after_step(model):
     """``(x, y, y_pred, sample_weight, loss) -> metric results`` for the step's batch.
 
-    Updates BatchNorm statistics with one forward pass at the new weights, the loss
-    tracker with the batch loss *before* the step (as Keras reports it), and the
-    compiled metrics on the outputs before the step. Under a strategy it runs per
-    replica, as Keras' own train step does, and the replicas' results are reduced.
+    Updates BatchNorm statistics and advances the dropout seed with one forward
+    pass at the new weights, the loss tracker with the batch loss *before* the
+    step (as Keras reports it), and the compiled metrics on the outputs before the
+    step; one graph function, traced once per model (eagerly, a recurrent forward
+    pass dispatches every time step's ops from Python). Under a strategy it runs
+    per replica, as Keras' own train step does, and the replicas' results are
+    reduced.
     """
     strategy = model.distribute_strategy
 
@@ -135,11 +138,12 @@ def _after_step(model):
         model._loss_tracker.update_state(loss, sample_weight=batch_size)
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    if strategy.num_replicas_in_sync == 1:
-        return update
-    if model not in _PER_REPLICA_UPDATES:
-        _PER_REPLICA_UPDATES[model] = tf.function(update, reduce_retracing=True)
-    per_replica = _PER_REPLICA_UPDATES[model]
+    if model not in _COMPILED_UPDATES:
+        _COMPILED_UPDATES[model] = tf.function(update, reduce_retracing=True)
+    per_replica = _COMPILED_UPDATES[model]
+    if strategy.num_replicas_in_sync == 1:  # a graph output drops the mask: pass it
+        return lambda x, y, y_pred, sample_weight, loss: per_replica(
+            x, y, y_pred, sample_weight, loss, get_keras_mask(y_pred))
 
     def distributed(x, y, y_pred, sample_weight, loss):
         masks = [get_keras_mask(local) for local in strategy.experimental_local_results(y_pred)]

@@ -84,6 +84,11 @@ class Oracle(abc.ABC):
     def supports_squared_gradients(self) -> bool:
         """Whether `squared_gradient_diagonal` exists (a per-example loss is known)."""
 
+    def squared_gradients_unsupported_reason(self) -> str:
+        """Why `squared_gradient_diagonal` is unavailable, and the fix (for messages)."""
+        return ("Per-example gradients need a per-example loss: build the oracle with "
+                "from_keras, or from_outputs(per_example_fn=...).")
+
     @abc.abstractmethod
     def squared_gradient_diagonal(self) -> List[tf.Tensor]:
         """``sum_i g_i^2`` over the examples' gradients (Martens' preconditioner).

@@ -65,20 +65,11 @@ class DistributedKerasOracle(CompiledKerasOracle):
     def supports_squared_gradients(self) -> bool:
         return not self._synchronized
 
-    def squared_gradient_diagonal(self):
-        """``sum_i g_i^2`` over the global batch's examples.
-
-        Raises:
-          ValueError: the model has synchronized layers (their per-example
-            gradients mix the replicas' examples).
-        """
-        if not self.supports_squared_gradients:
-            raise ValueError(
-                "Per-example gradients are not available under a strategy for models with "
+    def squared_gradients_unsupported_reason(self) -> str:
+        return ("Per-example gradients are not available under a strategy for models with "
                 f"synchronized layers ({', '.join(self._synchronized)}); use "
                 "BatchNormalization(synchronized=False) or no squared-gradient "
                 "preconditioner (HessianFree(preconditioner=False)).")
-        return self._call(self._functions.squared_gradients)
 
     def outputs(self):
         """The model outputs at the point, per replica (same dropout masks as the products);

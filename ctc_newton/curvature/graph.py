@@ -143,8 +143,7 @@ class GraphOracle(Oracle):
 
     def squared_gradient_diagonal(self):
         if not self.supports_squared_gradients:
-            raise ValueError("Per-example gradients need a per-example loss: build the "
-                             "oracle with from_keras, or from_outputs(per_example_fn=...).")
+            raise ValueError(self.squared_gradients_unsupported_reason())
         return self._call(self._functions.squared_gradients)
 
     def solve(self, key, fn, *args):

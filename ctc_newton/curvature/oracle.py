@@ -449,8 +449,7 @@ class CurvatureOracle(Oracle):
           ValueError: no per-example structure (an oracle from `from_function`).
         """
         if not self.supports_squared_gradients:
-            raise ValueError("Per-example gradients need a per-example loss: build the "
-                             "oracle with from_keras, or from_outputs(per_example_fn=...).")
+            raise ValueError(self.squared_gradients_unsupported_reason())
         with tf.GradientTape() as tape:
             contributions = self._per_example_fn(self._outputs_fn())
         try:

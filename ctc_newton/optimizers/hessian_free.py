@@ -105,9 +105,9 @@ class HessianFree(SecondOrderOptimizer):
             return None
         if not oracle.supports_squared_gradients:  # run unpreconditioned; say so once
             if not getattr(self, "_warned_preconditioner", False):
-                warnings.warn(f"{self.name}: running without the preconditioner: the oracle "
-                              "has no per-example loss (build it with from_keras, or "
-                              "from_outputs(per_example_fn=...)).", stacklevel=4)
+                warnings.warn(f"{self.name}: running without the preconditioner: "
+                              f"{oracle.squared_gradients_unsupported_reason()}",
+                              stacklevel=4)
                 self._warned_preconditioner = True
             return None
         squared = flatten(oracle.squared_gradient_diagonal())

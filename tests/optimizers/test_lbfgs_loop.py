@@ -6,6 +6,7 @@ import scipy.optimize
 import tensorflow as tf
 from hypothesis import given, strategies as st
 
+import ctc_newton
 from ctc_newton.optimizers import _lbfgs_loop, minimize
 
 
@@ -65,8 +66,9 @@ def test_iterations_cost_about_one_evaluation_like_scipy():
 def test_line_search_backs_off_where_the_loss_is_not_finite():
     # log(1 - x^2) is NaN beyond |x| = 1, where the first unit step lands.
     v = tf.Variable([0.0], dtype=tf.float64)
-    result = minimize(lambda: tf.reduce_sum((v - 0.9) ** 2 - tf.math.log(1 - v ** 2)), [v],
-                      method="lbfgs")
+    assert ctc_newton.minimize is minimize  # also importable from the top level
+    result = ctc_newton.minimize(
+        lambda: tf.reduce_sum((v - 0.9) ** 2 - tf.math.log(1 - v ** 2)), [v], method="lbfgs")
     exact = scipy.optimize.minimize_scalar(lambda x: (x - 0.9) ** 2 - np.log(1 - x * x),
                                            bounds=(-0.999, 0.999), method="bounded",
                                            options=dict(xatol=1e-10))
