@@ -34,9 +34,8 @@ import warnings
 import weakref
 
 import tensorflow as tf
-from keras.src.backend.tensorflow.trainer import TensorFlowTrainer, reduce_per_replica
-from keras.src.backend.common.masking import get_keras_mask
-from keras.src.trainers import data_adapters
+from ctc_newton._keras_adapter import (TensorFlowTrainer, get_keras_mask, loss_tracker,
+                                       reduce_per_replica, unpack_x_y_sample_weight)
 
 from ctc_newton.curvature import CurvatureOracle
 from ctc_newton.curvature.compiled import with_keras_mask
@@ -71,7 +70,7 @@ def second_order_train_step(model, data):
     device takes on the global batch.
     """
     optimizer = second_order_optimizer(model)
-    x, y, sample_weight = data_adapters.data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = unpack_x_y_sample_weight(data)
     if model.loss is None:
         raise ValueError("compile the model with a `loss` to train it with "
                          f"{type(optimizer).__name__}.")
@@ -135,7 +134,7 @@ def _after_step(model):
         if model.non_trainable_variables:
             model(x, training=True)
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        model._loss_tracker.update_state(loss, sample_weight=batch_size)
+        loss_tracker(model).update_state(loss, sample_weight=batch_size)
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     if model not in _COMPILED_UPDATES:

@@ -15,7 +15,7 @@ import json
 import weakref
 
 import tensorflow as tf
-from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
+from ctc_newton._keras_adapter import get_keras_mask, set_keras_mask
 
 from ctc_newton.curvature.graph import GraphFunctions, GraphOracle
 from ctc_newton.curvature.oracle import CurvatureOracle

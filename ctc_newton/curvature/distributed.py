@@ -11,6 +11,7 @@ A CG ``tf.while_loop`` around an all-reduce fails under ``MirroredStrategy``
 
 import tensorflow as tf
 
+from ctc_newton._keras_adapter import flatten_layers
 from ctc_newton.curvature.compiled import CompiledKerasOracle, with_keras_mask
 
 
@@ -39,7 +40,7 @@ class DistributedKerasOracle(CompiledKerasOracle):
         self.strategy = strategy
         # Layers that all-reduce in their forward pass (synchronized BatchNormalization)
         # couple the replicas' examples: per-example Jacobians through them deadlock.
-        self._synchronized = [layer.name for layer in model._flatten_layers()
+        self._synchronized = [layer.name for layer in flatten_layers(model)
                               if getattr(layer, "synchronized", False)]
         super().__init__(model, loss, x, y, sample_weight)
 

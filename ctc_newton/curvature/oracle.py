@@ -189,7 +189,7 @@ class CurvatureOracle(Oracle):
     @staticmethod
     def _keras_loss(loss):
         """A Keras ``Loss`` object for what ``compile(loss=...)`` accepts."""
-        from keras.src.losses.losses import LossFunctionWrapper  # what compile() wraps with
+        from ctc_newton._keras_adapter import LossFunctionWrapper  # what compile() wraps with
 
         if isinstance(loss, str):
             loss = keras.losses.get(loss)
@@ -202,7 +202,7 @@ class CurvatureOracle(Oracle):
 
     @classmethod
     def _from_keras_uncompiled(cls, model, loss, x, y, sample_weight=None, training=True):
-        from keras.src.losses.loss import scale_loss_for_distribution
+        from ctc_newton._keras_adapter import scale_loss_for_distribution
 
         loss = cls._keras_loss(loss)
         if not model.trainable_variables:

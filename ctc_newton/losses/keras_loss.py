@@ -4,7 +4,7 @@ from typing import Optional
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import reduce_weighted_values
+from ctc_newton._keras_adapter import reduce_weighted_values
 
 from ctc_newton.losses.ctc import ctc_loss
 
