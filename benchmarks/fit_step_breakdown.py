@@ -134,7 +134,7 @@ def main():
              "| value+gradient | outputs (metrics) | trial evaluations | squared gradients "
              "| other (host) | outside products |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ("hessian-free", "gauss-newton", "newton-cg"):
+    for name in ("hessian-free", "gauss-newton", "trust-ncg"):
         batch, mean, product, products = breakdown(name, data, args.steps)
         other = mean["total"] - sum(mean[k] for k in KINDS)
         ms = {k: v * 1000 for k, v in mean.items()}

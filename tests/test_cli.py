@@ -105,3 +105,11 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_continues(tmp_path, capsys,
     assert "epoch   2" in out and "epoch   1" not in out
     assert keras.models.load_model(path).optimizer.iterations.numpy() == 2
     assert not (tmp_path / "model.checkpoint.keras").exists()
+
+
+def test_method_names_mean_the_same_optimizer_in_minimize_and_the_command_line():
+    from ctc_newton.optimizers import registry
+
+    assert set(cli.OPTIMIZERS) - {"adam"} == set(registry.METHODS)
+    for name in registry.METHODS:
+        assert type(cli.make_optimizer(name)) is registry.OPTIMIZERS[name]

@@ -1,12 +1,14 @@
-"""Second-order optimizers on the CurvatureOracle, and `minimize`."""
+"""Second-order optimizers on the curvature oracle, and `minimize`."""
 
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 from ctc_newton.optimizers.hessian_free import HessianFree
 from ctc_newton.optimizers.lbfgs import LBFGS
-from ctc_newton.optimizers.minimize import METHODS, minimize
-from ctc_newton.optimizers.newton_cg import NewtonCG
+from ctc_newton.optimizers.minimize import minimize
+from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
+from ctc_newton.optimizers.registry import METHODS, OPTIMIZERS
 from ctc_newton.optimizers.result import OptimizeResult
+from ctc_newton.optimizers.trust_ncg import TrustRegionNewtonCG
 
-__all__ = ["NewtonCG", "GaussNewton", "HessianFree", "LBFGS", "minimize", "OptimizeResult",
-           "SecondOrderOptimizer", "METHODS"]
+__all__ = ["TrustRegionNewtonCG", "LineSearchNewtonCG", "GaussNewton", "HessianFree", "LBFGS",
+           "minimize", "OptimizeResult", "SecondOrderOptimizer", "METHODS", "OPTIMIZERS"]

@@ -33,6 +33,9 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
       name: optimizer name.
     """
 
+    # Whether `step` needs Gauss-Newton products (an oracle with an output/loss split).
+    needs_gauss_newton = False
+
     def __init__(self, name: str = "second_order", **kwargs):
         super().__init__(learning_rate=1.0, name=name)
 

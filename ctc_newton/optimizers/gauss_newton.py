@@ -30,6 +30,8 @@ class GaussNewton(SecondOrderOptimizer):
       name: module name.
     """
 
+    needs_gauss_newton = True
+
     def __init__(self, damping: float = 1.0, rule: str = "martens",
                  max_cg_iterations: int = 250, cg_tolerance: float = 1e-10,
                  min_damping: float = 1e-12, name: str = "gauss_newton"):

@@ -50,6 +50,8 @@ class HessianFree(SecondOrderOptimizer):
       name: module name.
     """
 
+    needs_gauss_newton = True
+
     def __init__(self, damping: float = 1.0, max_cg_iterations: int = 250,
                  cg_epsilon: float = 5e-4, warm_start: float = 0.95,
                  preconditioner: bool = True, armijo: float = 1e-2, step_decay: float = 0.8,

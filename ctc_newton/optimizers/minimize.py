@@ -11,29 +11,16 @@ import tensorflow as tf
 
 from ctc_newton.curvature import CurvatureOracle, flatten
 from ctc_newton.curvature.base import Oracle
+from ctc_newton.optimizers import registry
 from ctc_newton.optimizers._flat import check_variables
-from ctc_newton.optimizers.gauss_newton import GaussNewton
-from ctc_newton.optimizers.hessian_free import HessianFree
 from ctc_newton.optimizers.lbfgs import LBFGS
-from ctc_newton.optimizers.newton_cg import NewtonCG
+from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
 from ctc_newton.optimizers.result import OptimizeResult
 
-METHODS = ("newton-cg", "trust-ncg", "gauss-newton", "hessian-free", "lbfgs")
+METHODS = registry.METHODS
 # L-BFGS iterations per compiled run when nobody watches each iteration: amortizes the
 # per-call cost (~10-20 ms on 2 CPU cores) while an interrupt loses little.
 LBFGS_CHUNK = 20
-
-
-def _make_optimizer(method, options):
-    if method == "newton-cg":
-        return NewtonCG(variant="line-search", **options)
-    if method == "trust-ncg":
-        return NewtonCG(variant="trust-region", **options)
-    if method == "gauss-newton":
-        return GaussNewton(**options)
-    if method == "hessian-free":
-        return HessianFree(**options)
-    return LBFGS(**options)
 
 
 def _norm(vector) -> float:
@@ -133,8 +120,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         variables of mixed dtypes, or a method that needs a Gauss-Newton product
         given a plain function.
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    optimizer = registry.get(method, **options)
     if not (gtol >= 0 and xtol >= 0):
         raise ValueError(f"`gtol` and `xtol` must be >= 0, got gtol={gtol}, xtol={xtol}.")
     if maxiter is not None and (isinstance(maxiter, bool) or not isinstance(
@@ -143,11 +129,10 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
                          f"default), got {maxiter!r}.")
     oracle, flat_variable = _build_oracle(fun_or_oracle, variables_or_x0)
     check_variables(oracle.variables, "variables_or_x0")
-    if method in ("gauss-newton", "hessian-free") and not oracle.supports_gauss_newton:
+    if optimizer.needs_gauss_newton and not oracle.supports_gauss_newton:
         raise ValueError(f"method={method!r} needs Gauss-Newton products: pass a "
                          "CurvatureOracle built with from_keras or from_outputs.")
     n = oracle.size
-    optimizer = _make_optimizer(method, options)
     history = []
 
     def result(message, success, status, nit):
@@ -174,7 +159,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
                                if key != "note")
             print(f"[{method}] {fields}", file=sys.stdout, flush=True)
 
-    if method == "lbfgs":
+    if isinstance(optimizer, LBFGS):
         oracle.linearize()
         return _minimize_lbfgs(optimizer, oracle, options, gtol,
                                500 if maxiter is None else maxiter, callback, display,
@@ -201,14 +186,15 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
             oracle.linearize()
         if callback is not None and callback(result("running", False, 1, k + 1)):
             return result("stopped by the callback", False, 2, k + 1)
-        if method == "newton-cg" and record.get("accepted") and \
+        line_search = isinstance(optimizer, LineSearchNewtonCG)
+        if line_search and record.get("accepted") and \
                 record.get("update_l1", math.inf) <= xtol * n:
             if record.get("negative_curvature"):  # not a minimum: no PSD Hessian here
                 return result("update below xtol along a direction of negative curvature "
                               "(not a minimum; the loss may be unbounded below)", False, 2,
                               k + 1)
             return result("update below xtol", True, 0, k + 1)
-        if method == "newton-cg" and not record.get("accepted"):
+        if line_search and not record.get("accepted"):
             return result(record.get("note", "step failed"), False, 2, k + 1)
         damping = record.get("damping")
         if damping is not None and damping > 1e12:

@@ -6,7 +6,7 @@ SCRIPT = """
     import warnings
     import ctc_newton
     from ctc_newton import CTCLoss
-    from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
+    from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
 
     from keras.src.backend.common.masking import get_keras_mask
 
@@ -50,7 +50,7 @@ SCRIPT = """
     # The recurrent case of the distributed oracle is tests/curvature/test_distributed.py.
     cases = [(HessianFree, dict(metrics=True, steps_per_execution=2)),
              (GaussNewton, {}),
-             (NewtonCG, {}),
+             (TrustRegionNewtonCG, {}),
              (lambda: LBFGS(max_iterations=3), {})]
     for optimizer, compile_args in cases:
         replicated, logs = fit(optimizer, True, **compile_args)

@@ -9,7 +9,7 @@ from keras.src.backend.common.masking import get_keras_mask
 import ctc_newton
 from ctc_newton import CTCLoss, CurvatureOracle
 from ctc_newton.keras_integration import install, is_installed, uninstall
-from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
+from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
 
 
 def data(n=32, frames=8):
@@ -27,7 +27,7 @@ def make_model(kind="dense"):
 
 
 @pytest.mark.parametrize("kind", ["dense", "lstm"])
-@pytest.mark.parametrize("make", [HessianFree, GaussNewton, NewtonCG])
+@pytest.mark.parametrize("make", [HessianFree, GaussNewton, TrustRegionNewtonCG])
 def test_first_two_fit_steps_equal_oracle_steps(kind, make):
     x, y = data()
     model = make_model(kind)
@@ -42,7 +42,7 @@ def test_first_two_fit_steps_equal_oracle_steps(kind, make):
     assert int(model.optimizer.iterations.numpy()) == 2
 
 
-@pytest.mark.parametrize("make", [HessianFree, GaussNewton, NewtonCG,
+@pytest.mark.parametrize("make", [HessianFree, GaussNewton, TrustRegionNewtonCG,
                                   lambda: LBFGS(max_iterations=4)])
 def test_fit_reduces_the_ctc_loss_and_logs_curvature_statistics(make):
     x, y = data(64)

@@ -9,10 +9,10 @@ import pytest
 from ctc_newton import CTCLoss
 from ctc_newton.curvature.compiled import CompiledKerasOracle
 from ctc_newton.keras_integration import InfeasibleSequenceWarning
-from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG
+from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
 
 OPTIMIZERS = {"hessian-free": HessianFree, "gauss-newton": GaussNewton,
-              "newton-cg": NewtonCG, "lbfgs": lambda: LBFGS(max_iterations=4)}
+              "trust-ncg": TrustRegionNewtonCG, "lbfgs": lambda: LBFGS(max_iterations=4)}
 
 
 def data(n=32, frames=8):
@@ -142,7 +142,7 @@ def test_newton_cg_on_an_all_infeasible_batch_under_zero_infinity_is_a_zero_step
     labels = np.tile(np.array([[1, 2, 1, 2, 1, 2, 1, 2, 1]], np.int32), (16, 1))
     model = make_model()
     start = weights(model)
-    model.compile(optimizer=NewtonCG(), loss=CTCLoss(zero_infinity=True))
+    model.compile(optimizer=TrustRegionNewtonCG(), loss=CTCLoss(zero_infinity=True))
     history = model.fit(x, labels, batch_size=16, epochs=1, verbose=0)
     assert history.history["loss"] == [0.0]
     for a, b in zip(start, weights(model)):

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from ctc_newton import CTCLoss, CurvatureOracle
-from ctc_newton.optimizers import GaussNewton, HessianFree, LBFGS, NewtonCG, minimize
+from ctc_newton.optimizers import (LBFGS, GaussNewton, HessianFree, LineSearchNewtonCG,
+                                   TrustRegionNewtonCG, minimize)
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers.damping import martens_update, nielsen_update
 
@@ -41,7 +42,7 @@ def ctc_problem():
     return model, x, y
 
 
-@pytest.mark.parametrize("make", [lambda: NewtonCG(), lambda: NewtonCG(variant="line-search"),
+@pytest.mark.parametrize("make", [lambda: TrustRegionNewtonCG(), lambda: LineSearchNewtonCG(),
                                   lambda: GaussNewton(), lambda: HessianFree(),
                                   lambda: LBFGS(max_iterations=3)])
 def test_each_method_lowers_the_ctc_loss_steadily(make):
@@ -132,7 +133,7 @@ class PoisonedOracle:
 
 @pytest.mark.parametrize("make,state", [(lambda: GaussNewton(damping=1.0), "damping"),
                                         (lambda: HessianFree(damping=1.0), "damping"),
-                                        (lambda: NewtonCG(), "radius")])
+                                        (lambda: TrustRegionNewtonCG(), "radius")])
 @pytest.mark.parametrize("products", [True, False])
 def test_nonfinite_curvature_or_loss_never_reaches_the_weights(make, state, products):
     model, x, y = ctc_problem()
@@ -153,8 +154,8 @@ def test_nonfinite_curvature_or_loss_never_reaches_the_weights(make, state, prod
     (lambda: HessianFree(damping=0.0), "damping"),
     (lambda: HessianFree(max_cg_iterations=0), "max_cg_iterations"),
     (lambda: GaussNewton(rule="other"), "rule"),
-    (lambda: NewtonCG(variant="other"), "variant"),
-    (lambda: NewtonCG(initial_radius=-1), "initial_radius"),
+    (lambda: LineSearchNewtonCG(max_cg_iterations=0), "max_cg_iterations"),
+    (lambda: TrustRegionNewtonCG(initial_radius=-1), "initial_radius"),
     (lambda: LBFGS(num_correction_pairs=0), "num_correction_pairs"),
     (lambda: minimize(lambda x: tf.reduce_sum(x ** 2), np.ones(2), method="adam"), "method"),
     (lambda: minimize(lambda x: tf.reduce_sum(x ** 2), np.ones(2), method="gauss-newton"),

@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctc_newton import CTCLoss, CurvatureOracle
-from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, NewtonCG, minimize
+from ctc_newton.optimizers import (LBFGS, GaussNewton, HessianFree, LineSearchNewtonCG,
+                                   TrustRegionNewtonCG, minimize)
 
 BAD = st.sampled_from([np.nan, np.inf, -np.inf])
 SCHEDULES = st.dictionaries(st.integers(0, 60), BAD, max_size=12)
-MAKERS = {"newton-cg": lambda: NewtonCG(variant="line-search"), "trust-ncg": NewtonCG,
+MAKERS = {"newton-cg": lambda: LineSearchNewtonCG(), "trust-ncg": TrustRegionNewtonCG,
           "gauss-newton": GaussNewton, "hessian-free": lambda: HessianFree(max_cg_iterations=8),
           "lbfgs": lambda: LBFGS(max_iterations=3)}
 # Example counts come from the hypothesis profile (tests/conftest.py).
