@@ -59,6 +59,22 @@ class CGResult(NamedTuple):
                       float(self.kept_values[j])) for j in range(int(self.num_kept)))
 
 
+# Traced with an iteration cap up to this, a solve is straight-line code instead of a
+# tf.while_loop: curvature products inside a loop body cost about 1.5x the same products
+# in straight-line code (a bidirectional-GRU recognizer, benchmarks/results/
+# fit_step_breakdown.md). Iterations after a stop are computed and discarded.
+UNROLL_LIMIT = 10
+
+
+def _loop(running, body, state, max_iterations):
+    """``tf.while_loop(running, body, state)``; unrolled when traced with a small cap."""
+    if tf.executing_eagerly() or max_iterations > UNROLL_LIMIT:
+        return tf.while_loop(running, body, state)
+    for _ in range(max_iterations):
+        state = _select([(running(*state), body(*state))], state)
+    return state
+
+
 def _select(cases, default):
     """The value of the first true condition in ``[(condition, value), ...]``."""
     out = default
@@ -114,9 +130,9 @@ def steihaug(apply: Apply, gradient: tf.Tensor, radius, max_iterations: int) -> 
     def running(i, z, r, d, done, *_):
         return ~done & (i < max_iterations) & (g_norm > 0)
 
-    i, _, _, _, _, step, a_step, hits, negative, nonfinite = tf.while_loop(
+    i, _, _, _, _, step, a_step, hits, negative, nonfinite = _loop(
         running, body, (tf.constant(0), zero, gradient, -gradient, false, zero, zero,
-                        false, false, false))
+                        false, false, false), max_iterations)
     return CGResult(step, i, hits, negative, nonfinite, model(step, a_step))
 
 
@@ -169,9 +185,9 @@ def truncated(apply: Apply, gradient: tf.Tensor, max_iterations: int,
     def running(i, x, r, p, r_squared, done, *_):
         return ~done & (i < max_iterations) & (tf.reduce_sum(tf.abs(r)) > termination)
 
-    i, x, _, _, _, _, negative, nonfinite = tf.while_loop(
+    i, x, _, _, _, _, negative, nonfinite = _loop(
         running, body, (tf.constant(0), zero, gradient, -gradient, _dot(gradient, gradient),
-                        false, false, false))
+                        false, false, false), max_iterations)
     return CGResult(x, i, false, negative, nonfinite, tf.constant(0, dtype))
 
 
@@ -267,9 +283,9 @@ def martens(apply: Apply, b: tf.Tensor, x0: tf.Tensor, max_iterations: int,
     n = tf.shape(b)[0]
     kept = (tf.zeros([slots], tf.int32), tf.zeros(tf.stack([slots, n]), dtype),
             tf.zeros([slots], dtype), tf.constant(0))
-    i, x, r, _, _, phis, done, negative, nonfinite, kept = tf.while_loop(
+    i, x, r, _, _, phis, done, negative, nonfinite, kept = _loop(
         running, body, (tf.constant(1), x0, r, -y, _dot(r, y), phis, start_bad, false,
-                        start_bad, kept))
+                        start_bad, kept), max_iterations)
     # Products: the one at x0, then one per iteration (i is one past the last).
     iterations = tf.where(start_bad, 1, i)
     return CGResult(x, iterations, false, negative, nonfinite, phi(x, r), *kept)
