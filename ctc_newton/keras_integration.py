@@ -79,15 +79,16 @@ def second_order_train_step(model, data):
     oracle = CurvatureOracle.from_keras(model, model.loss, x, y, sample_weight, compiled=True)
     loss = oracle.value()
     y_pred = oracle.outputs()
-    record = optimizer.step(oracle)
-    if not record.get("accepted", True) and not math.isfinite(record.get("value", 0.0)):
+    step = optimizer.step(oracle)
+    if not step.accepted and not math.isfinite(step.value):
         _lower_loss_scale(model)
-        if record.get("value") == math.inf:
+        if step.value == math.inf:
             _warn_infeasible(model, optimizer, y, y_pred)
     logs = dict(_after_step(model)(x, y, y_pred, sample_weight, loss))
     for key in LOGGED:
-        if key in record and record[key] is not None:
-            logs[key] = float(record[key])
+        value = getattr(step, key)
+        if value is not None:
+            logs[key] = float(value)
     return logs
 
 

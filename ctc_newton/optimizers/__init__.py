@@ -8,7 +8,9 @@ from ctc_newton.optimizers.minimize import minimize
 from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
 from ctc_newton.optimizers.registry import METHODS, OPTIMIZERS
 from ctc_newton.optimizers.result import OptimizeResult
+from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.trust_ncg import TrustRegionNewtonCG
 
 __all__ = ["TrustRegionNewtonCG", "LineSearchNewtonCG", "GaussNewton", "HessianFree", "LBFGS",
-           "minimize", "OptimizeResult", "SecondOrderOptimizer", "METHODS", "OPTIMIZERS"]
+           "minimize", "OptimizeResult", "StepResult", "SecondOrderOptimizer", "METHODS",
+           "OPTIMIZERS"]

@@ -51,6 +51,11 @@ class FlatProblem:
             return tf.cast(flatten(out), self.dtype)
         return apply
 
+    def settle(self, accepted: bool, start: tf.Tensor) -> None:
+        """Leaves the variables at the trial point if ``accepted``, else back at ``start``."""
+        if not accepted:
+            self.assign(start)
+
     def value_at(self, flat: tf.Tensor) -> float:
         """The loss with the variables set to ``flat`` (left there)."""
         self.assign(flat)

@@ -4,7 +4,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
+from ctc_newton.optimizers.base import SecondOrderOptimizer
+from ctc_newton.optimizers.step_result import StepResult
 
 
 class TruncatedNewton(SecondOrderOptimizer):
@@ -31,9 +32,9 @@ class TruncatedNewton(SecondOrderOptimizer):
     def _step(self, oracle, curvature_oracle=None):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
-            return nonfinite_record(value, self._on_nonfinite())
+            return StepResult.rejected(value, self._on_nonfinite())
         if not bool(tf.reduce_any(gradient != 0)):
-            return stationary_record(value)
+            return StepResult.stationary(value)
         self.iterations.assign_add(1)
         return self._newton_step(problem, value, gradient)
 

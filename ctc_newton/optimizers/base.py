@@ -5,7 +5,7 @@ accepts them and ``model.save``/``load_model`` and ``tf.train.Checkpoint`` keep
 their configuration and state (damping, trust radius, CG warm start, L-BFGS
 memory live in optimizer variables). Their update is not a function of a
 gradient: `step` takes a `CurvatureOracle` linearized at the variables, moves the
-variables and returns a record of the iteration. `ctc_newton.keras_integration`
+variables and returns a `StepResult`. `ctc_newton.keras_integration`
 routes ``model.fit`` to `step`.
 """
 
@@ -14,9 +14,12 @@ import inspect
 import math
 from typing import Any, Dict, Sequence
 
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+from ctc_newton.optimizers.step_result import StepResult
 
 FIRST_ORDER_MESSAGE = (
     "{name} is a second-order optimizer: it needs the model, the batch and the loss, "
@@ -63,12 +66,13 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
         return problem, value, gradient, finite
 
     # ----------------------------------------------------------- API
-    def step(self, oracle, curvature_oracle=None, **kwargs) -> Dict[str, Any]:
-        """Takes one step from the oracle's point; returns the iteration's record.
+    def step(self, oracle, curvature_oracle=None, **kwargs) -> StepResult:
+        """Takes one step from the oracle's point; returns what it did.
 
-        The record has ``accepted`` (whether the variables moved) and, when the
-        oracle is already linearized at the new variables, ``linearized=True``
-        (a rejected step leaves the oracle at its point: only ``evaluate`` ran).
+        The `StepResult` says whether the variables moved (``accepted``) and,
+        when the oracle is already linearized at the new variables,
+        ``linearized=True`` (a rejected step leaves the oracle at its point: only
+        ``evaluate`` ran).
         If anything raises during the step (a ``KeyboardInterrupt`` too), the
         variables are put back where the step started before the exception
         propagates: they never stay at an unaccepted trial point.
@@ -77,7 +81,7 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
         with restore_on_exception(oracle.variables):
             return self._step(oracle, curvature_oracle, **kwargs)
 
-    def _step(self, oracle, curvature_oracle=None) -> Dict[str, Any]:
+    def _step(self, oracle, curvature_oracle=None) -> StepResult:
         raise NotImplementedError
 
     def apply(self, grads, trainable_variables=None):
@@ -116,15 +120,3 @@ def restore_on_exception(variables: Sequence[tf.Variable]):
         for variable, value in zip(variables, saved):
             variable.assign(value)
         raise
-
-
-def nonfinite_record(value, note) -> Dict[str, Any]:
-    return {"value": value, "accepted": False, "step_size": 0.0, "cg_iterations": 0,
-            "rho": float("nan"), "note": note}
-
-
-def stationary_record(value) -> Dict[str, Any]:
-    """A zero gradient: the step is zero, and that is a success (nothing moves)."""
-    return {"value": value, "value_after": value, "accepted": True, "step_size": 0.0,
-            "cg_iterations": 0, "rho": float("nan"), "linearized": True,
-            "update_l1": 0.0, "note": "zero gradient; zero step"}

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
-from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
+from ctc_newton.optimizers.base import SecondOrderOptimizer
+from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.damping import martens_update, nielsen_update, reduction_ratio
 
 
@@ -68,9 +69,9 @@ class GaussNewton(SecondOrderOptimizer):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
             self._adapt(float("nan"))
-            return nonfinite_record(value, "non-finite loss or gradient; damping raised")
+            return StepResult.rejected(value, "non-finite loss or gradient; damping raised")
         if not bool(tf.reduce_any(gradient != 0)):
-            return stationary_record(value)
+            return StepResult.stationary(value)
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
         x = problem.position()
@@ -84,19 +85,19 @@ class GaussNewton(SecondOrderOptimizer):
         solution = (curvature_oracle or oracle).solve(
             ("gauss_newton", max_iterations, tolerance), solve, gradient,
             tf.constant(damping, gradient.dtype))
-        record = {"value": value, "damping": damping, "cg_iterations": int(solution.iterations)}
+        record = dict(damping=damping, cg_iterations=int(solution.iterations))
         if bool(solution.nonfinite):
             self._adapt(float("nan"))
-            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
-                        note="non-finite curvature product; damping raised")
+            return StepResult.rejected(value, "non-finite curvature product; damping raised",
+                                       **record)
         p = solution.step
         predicted = float(solution.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, predicted)
         self._adapt(rho)
         accepted = math.isfinite(trial) and trial < value
-        if not accepted:
-            problem.assign(x)
-        return dict(record, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
-                    value_after=trial if accepted else value,
-                    note="" if math.isfinite(trial) else "non-finite trial loss; rejected")
+        problem.settle(accepted, x)
+        return StepResult(value=value, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
+                          value_after=trial if accepted else value,
+                          note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
+                          **record)

@@ -26,7 +26,8 @@ import tensorflow as tf
 from ctc_newton.curvature import flatten
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
-from ctc_newton.optimizers.base import SecondOrderOptimizer, nonfinite_record, stationary_record
+from ctc_newton.optimizers.base import SecondOrderOptimizer
+from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.damping import martens_update, reduction_ratio
 
 
@@ -125,7 +126,7 @@ class HessianFree(SecondOrderOptimizer):
             ``structural_damping > 0``).
 
         Returns:
-          The iteration's record.
+          A `StepResult`.
         """
         return super().step(oracle, curvature_oracle, structural_oracle=structural_oracle)
 
@@ -133,11 +134,11 @@ class HessianFree(SecondOrderOptimizer):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
             self._raise_damping()
-            return nonfinite_record(value, "non-finite loss or gradient; damping raised")
+            return StepResult.rejected(value, "non-finite loss or gradient; damping raised")
         if self.structural_damping > 0 and structural_oracle is None:
             raise ValueError("`structural_damping` > 0 needs `structural_oracle`.")
         if not bool(tf.reduce_any(gradient != 0)):
-            return stationary_record(value)
+            return StepResult.stationary(value)
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
         x0 = self.warm_start * tf.cast(tf.convert_to_tensor(self.previous_solution),
@@ -165,13 +166,12 @@ class HessianFree(SecondOrderOptimizer):
         else:
             solution = curvature_oracle.solve(("martens", max_iterations, epsilon), solve,
                                               *args)
-        record = {"value": value, "damping": damping,
-                  "cg_iterations": int(solution.iterations)}
+        record = dict(damping=damping, cg_iterations=int(solution.iterations))
         iterates = solution.iterates()
         if bool(solution.nonfinite) or not iterates:
             self._raise_damping()
-            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
-                        note="non-finite curvature product; damping raised")
+            return StepResult.rejected(value, "non-finite curvature product; damping raised",
+                                       **record)
         self.previous_solution.assign(tf.cast(solution.step, self.previous_solution.dtype))
         x = problem.position()
         chosen, chosen_value = self._backtrack(problem, x, iterates)
@@ -180,11 +180,10 @@ class HessianFree(SecondOrderOptimizer):
         rho = reduction_ratio(chosen_value - value, predicted)
         self.damping.assign(max(martens_update(damping, rho), self.min_damping))
         alpha, new_value = self._line_search(problem, x, p, value, gradient, chosen_value)
-        if alpha == 0.0:
-            problem.assign(x)
-        return dict(record, accepted=alpha > 0, rho=rho, step_size=alpha,
-                    value_after=new_value, backtracked_to=chosen[0],
-                    note="" if alpha > 0 else "line search gave up; no move")
+        problem.settle(alpha > 0, x)
+        return StepResult(value=value, accepted=alpha > 0, rho=rho, step_size=alpha,
+                          value_after=new_value, backtracked_to=chosen[0],
+                          note="" if alpha > 0 else "line search gave up; no move", **record)
 
     @staticmethod
     def _backtrack(problem, x, iterates):

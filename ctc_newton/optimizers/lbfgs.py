@@ -11,6 +11,7 @@ from ctc_newton.curvature import flatten
 from ctc_newton.optimizers import _lbfgs_loop
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer, restore_on_exception
+from ctc_newton.optimizers.step_result import StepResult
 
 Results = _lbfgs_loop.Results
 
@@ -279,9 +280,8 @@ class LBFGS(SecondOrderOptimizer):
         value = float(oracle.value())
         before = FlatProblem(oracle).position()
         results = self.run(oracle)  # its position is where it left the variables
-        failed = bool(results.failed)
-        return {"value": value, "value_after": float(results.objective_value),
-                "accepted": not bool(tf.reduce_all(tf.equal(before, results.position))),
-                "lbfgs_iterations": self.last_run_iterations,
-                "converged": bool(results.converged), "failed": failed,
-                "linearized": True}
+        return StepResult(value=value, value_after=float(results.objective_value),
+                          accepted=not bool(tf.reduce_all(tf.equal(before, results.position))),
+                          lbfgs_iterations=self.last_run_iterations,
+                          converged=bool(results.converged), failed=bool(results.failed),
+                          linearized=True)

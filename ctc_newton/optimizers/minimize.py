@@ -177,29 +177,28 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         if gradient_norm < gtol or gradient_norm == 0:
             return result("gradient norm below gtol" if gradient_norm < gtol else
                           "zero gradient", True, 0, k)
-        record = optimizer.step(oracle)
-        record.update(iteration=k + 1, gradient_norm=gradient_norm)
-        report(record)
+        step = optimizer.step(oracle)
+        report(dict(step.as_dict(), iteration=k + 1, gradient_norm=gradient_norm))
         # A rejected step leaves the point (and the oracle's linearization) unchanged;
         # a line search may have linearized at the accepted point already.
-        if record.get("accepted") and not record.get("linearized"):
+        if step.accepted and not step.linearized:
             oracle.linearize()
         if callback is not None and callback(result("running", False, 1, k + 1)):
             return result("stopped by the callback", False, 2, k + 1)
         line_search = isinstance(optimizer, LineSearchNewtonCG)
-        if line_search and record.get("accepted") and \
-                record.get("update_l1", math.inf) <= xtol * n:
-            if record.get("negative_curvature"):  # not a minimum: no PSD Hessian here
+        if line_search and step.accepted and step.update_l1 is not None and \
+                step.update_l1 <= xtol * n:
+            if step.negative_curvature:  # not a minimum: no PSD Hessian here
                 return result("update below xtol along a direction of negative curvature "
                               "(not a minimum; the loss may be unbounded below)", False, 2,
                               k + 1)
             return result("update below xtol", True, 0, k + 1)
-        if line_search and not record.get("accepted"):
-            return result(record.get("note", "step failed"), False, 2, k + 1)
-        damping = record.get("damping")
+        if line_search and not step.accepted:
+            return result(step.note or "step failed", False, 2, k + 1)
+        damping = step.damping
         if damping is not None and damping > 1e12:
             return result("damping exceeded 1e12 without progress", False, 2, k + 1)
-        radius = record.get("radius")
+        radius = step.radius
         if radius is not None and radius < 1e-15:
             return result("trust radius collapsed", False, 2, k + 1)
     return result("iteration limit reached", False, 1, maxiter)

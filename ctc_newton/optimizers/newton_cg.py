@@ -9,6 +9,7 @@ import tensorflow as tf
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers._truncated_newton import TruncatedNewton
+from ctc_newton.optimizers.step_result import StepResult
 
 
 @keras.saving.register_keras_serializable(package="ctc_newton")
@@ -46,11 +47,11 @@ class LineSearchNewtonCG(TruncatedNewton):
             return cg.truncated(FlatProblem(o).product("hessian"), gradient, cap, 3 * eps)
 
         solution = problem.oracle.solve(("truncated", cap), solve, gradient)
-        record = {"value": value, "cg_iterations": int(solution.iterations),
-                  "negative_curvature": bool(solution.negative_curvature)}
+        record = dict(cg_iterations=int(solution.iterations),
+                      negative_curvature=bool(solution.negative_curvature))
         if bool(solution.nonfinite):
-            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
-                        note="non-finite Hessian product; step rejected")
+            return StepResult.rejected(value, "non-finite Hessian product; step rejected",
+                                       **record)
         p = solution.step.numpy().astype(np.float64)
         x0 = x.numpy().astype(np.float64)
         oracle = problem.oracle
@@ -85,14 +86,13 @@ class LineSearchNewtonCG(TruncatedNewton):
         if alpha is None or not np.isfinite(alpha):
             problem.assign(x)
             oracle.linearize()
-            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
-                        note="line search failed")
+            return StepResult.rejected(value, "line search failed", **record)
         self._previous_value = value
         x_new = x0 + alpha * p
         trial = f(x_new)
         problem.assign(tf.constant(x_new, problem.dtype))
         if linearized_at != x_new.tobytes():
             oracle.linearize()
-        return dict(record, accepted=True, step_size=float(alpha), rho=float("nan"),
-                    value_after=trial, update_l1=float(np.sum(np.abs(alpha * p))),
-                    linearized=True)
+        return StepResult(value=value, accepted=True, step_size=float(alpha), rho=math.nan,
+                          value_after=trial, update_l1=float(np.sum(np.abs(alpha * p))),
+                          linearized=True, **record)

@@ -10,6 +10,7 @@ from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers._truncated_newton import TruncatedNewton
 from ctc_newton.optimizers.damping import reduction_ratio
+from ctc_newton.optimizers.step_result import StepResult
 
 
 @keras.saving.register_keras_serializable(package="ctc_newton")
@@ -61,12 +62,12 @@ class TrustRegionNewtonCG(TruncatedNewton):
 
         solution = problem.oracle.solve(("steihaug", cap), solve, gradient,
                                         tf.constant(radius, gradient.dtype))
-        record = {"value": value, "radius": radius, "cg_iterations": int(solution.iterations),
-                  "negative_curvature": bool(solution.negative_curvature)}
+        record = dict(radius=radius, cg_iterations=int(solution.iterations),
+                      negative_curvature=bool(solution.negative_curvature))
         if bool(solution.nonfinite):
             self.radius.assign(radius * 0.25)
-            return dict(record, accepted=False, step_size=0.0, rho=float("nan"),
-                        note="non-finite Hessian product; radius shrunk")
+            return StepResult.rejected(value, "non-finite Hessian product; radius shrunk",
+                                       **record)
         p = solution.step
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, float(solution.model_value))
@@ -75,8 +76,8 @@ class TrustRegionNewtonCG(TruncatedNewton):
         elif rho > 0.75 and bool(solution.hits_boundary):
             self.radius.assign(min(2 * radius, self.max_radius))
         accepted = not math.isnan(rho) and rho > self.eta
-        if not accepted:
-            problem.assign(x)
-        return dict(record, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
-                    value_after=trial if accepted else value,
-                    note="" if math.isfinite(trial) else "non-finite trial loss; rejected")
+        problem.settle(accepted, x)
+        return StepResult(value=value, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
+                          value_after=trial if accepted else value,
+                          note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
+                          **record)

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from ctc_newton import CTCLoss, CurvatureOracle
 from ctc_newton.optimizers import (LBFGS, GaussNewton, HessianFree, LineSearchNewtonCG,
-                                   TrustRegionNewtonCG, minimize)
+                                   StepResult, TrustRegionNewtonCG, minimize)
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers.damping import martens_update, nielsen_update
 
@@ -52,7 +52,10 @@ def test_each_method_lowers_the_ctc_loss_steadily(make):
     for _ in range(5):
         oracle = CurvatureOracle.from_keras(model, CTCLoss(), x, y)
         values.append(float(oracle.value()))
-        optimizer.step(oracle)
+        step = optimizer.step(oracle)
+        assert isinstance(step, StepResult) and step.value == pytest.approx(values[-1])
+        if step.accepted:
+            assert step.value_after <= step.value + 1e-6
     values.append(float(CurvatureOracle.from_keras(model, CTCLoss(), x, y).value()))
     assert all(b <= a + 1e-6 for a, b in zip(values, values[1:])), values
     assert values[-1] < 0.95 * values[0], values
@@ -142,7 +145,7 @@ def test_nonfinite_curvature_or_loss_never_reaches_the_weights(make, state, prod
     oracle = PoisonedOracle(CurvatureOracle.from_keras(model, CTCLoss(), x, y), products)
     start = float(getattr(optimizer, state).numpy())
     record = optimizer.step(oracle)
-    assert not record["accepted"]
+    assert not record.accepted
     for old, new in zip(before, model.trainable_variables):
         np.testing.assert_array_equal(old, new.numpy())
     after = float(getattr(optimizer, state).numpy())

@@ -51,7 +51,7 @@ def test_lbfgs_run_from_a_nonfinite_point_does_not_move_or_forget():
     at = v.numpy().copy()
     poisoned.assign(np.nan)
     record = optimizer.step(oracle.linearize())
-    assert not record["accepted"] and record["failed"]
+    assert not record.accepted and record.failed
     np.testing.assert_array_equal(v.numpy(), at)
     np.testing.assert_array_equal(optimizer.position_deltas.numpy(), memory)
     poisoned.assign(0.0)

@@ -74,7 +74,7 @@ def test_steps_never_write_a_nonfinite_weight(name, schedule):
         before = params.numpy().copy()
         record = optimizer.step(oracle.linearize() and oracle)
         assert np.all(np.isfinite(params.numpy())), (record, schedule)
-        if not record["accepted"]:
+        if not record.accepted:
             np.testing.assert_array_equal(params.numpy(), before)
 
 

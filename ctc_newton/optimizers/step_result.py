@@ -1,0 +1,64 @@
+"""What one step of a second-order optimizer did: a typed record."""
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    """The outcome of `SecondOrderOptimizer.step`.
+
+    Attributes:
+      value: the loss where the step started.
+      accepted: whether the variables moved.
+      value_after: the loss where the step ended (``value`` when rejected).
+      step_size: the length of the step (Hessian-free, line search: its multiplier).
+      rho: actual over predicted reduction (NaN where not defined).
+      cg_iterations: curvature products the solve used.
+
+    Fields that do not apply to an optimizer are None (and absent from `as_dict`
+    and from ``fit``'s logs).
+      damping: the damping the step used (Gauss-Newton, Hessian-free).
+      radius: the trust radius the step used (trust-region Newton-CG).
+      negative_curvature: CG met a direction of non-positive curvature.
+      linearized: the oracle is already linearized at the new variables.
+      update_l1: ``sum |update|`` (line-search Newton-CG's ``xtol`` test).
+      backtracked_to: (Hessian-free) the CG iteration backtracking chose.
+      lbfgs_iterations, converged, failed: (L-BFGS) the run's iterations and outcome.
+      note: why the step was rejected, or what was special about it.
+    """
+
+    value: float
+    accepted: bool
+    value_after: Optional[float] = None
+    step_size: Optional[float] = None
+    rho: Optional[float] = None
+    cg_iterations: Optional[int] = None
+    damping: Optional[float] = None
+    radius: Optional[float] = None
+    negative_curvature: bool = False
+    linearized: bool = False
+    update_l1: Optional[float] = None
+    backtracked_to: Optional[int] = None
+    lbfgs_iterations: Optional[int] = None
+    converged: Optional[bool] = None
+    failed: Optional[bool] = None
+    note: str = ""
+
+    @classmethod
+    def rejected(cls, value: float, note: str, **fields) -> "StepResult":
+        """A step that left the variables where they were."""
+        fields = dict(dict(step_size=0.0, rho=math.nan, cg_iterations=0), **fields)
+        return cls(value=value, accepted=False, value_after=value, note=note, **fields)
+
+    @classmethod
+    def stationary(cls, value: float) -> "StepResult":
+        """A zero gradient: the step is zero, and that is a success (nothing moves)."""
+        return cls(value=value, accepted=True, value_after=value, step_size=0.0, rho=math.nan,
+                   cg_iterations=0, linearized=True, update_l1=0.0,
+                   note="zero gradient; zero step")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The fields that are set (for histories and logs)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
