@@ -1,11 +1,13 @@
 """`CurvatureOracle`: loss, gradient and curvature products of one batch at one point.
 
-Every optimizer of ctc_newton consumes curvature through this interface. The
-oracle *linearizes* once: it records the forward pass (and what each product
+The tape implementation of the `ctc_newton.curvature.base.Oracle` interface, and
+the builders (`from_function`, `from_outputs`, `from_keras`). The oracle
+*linearizes* once: it records the forward pass (and what each product
 needs) on persistent tapes, so the dozens of products of a CG solve run only
 backward passes and never re-run the model, re-sample dropout or touch BatchNorm
 statistics again. Used inside one ``tf.function`` trace, the recording becomes
-graph structure and each product is a fixed set of ops.
+graph structure and each product is a fixed set of ops; that is what
+`compiled` (a `ctc_newton.curvature.graph.GraphOracle`) does once per loss.
 
 Products:
 - exact Hessian: reverse-over-reverse through the whole loss;
