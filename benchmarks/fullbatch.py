@@ -123,7 +123,7 @@ def instrument(oracle):
     call = oracle._call
     functions = oracle._functions
     kinds = {id(functions.value_and_gradient): "gradients", id(functions.value): "values",
-             id(functions.product): "products"}
+             id(functions.evaluate_at): "values", id(functions.product): "products"}
 
     def counted(fn, *args):
         counts[kinds.get(id(fn), "solves")] += 1

@@ -71,6 +71,9 @@ class Oracle(abc.ABC):
                                  kind: str = "gauss_newton") -> List[tf.Tensor]:
         """The Hessian (``kind="hessian"``) or Gauss-Newton matrix times ``vector``."""
 
+    def prepare_products(self, kind: str = "gauss_newton") -> None:
+        """Records what products of ``kind`` at this point share (no-op by default)."""
+
     def hessian_vector_product(self, vector: Sequence[tf.Tensor]) -> List[tf.Tensor]:
         """The exact Hessian of the loss times ``vector``."""
         return self.curvature_vector_product(vector, "hessian")
@@ -107,6 +110,26 @@ class Oracle(abc.ABC):
         cached under ``key`` (which must name everything ``fn`` reads besides
         ``args``); a `CurvatureOracle` calls it eagerly on itself.
         """
+
+    # ------------------------------------------------------------------ flat views
+    # Optimizers see one flat vector; a `GraphOracle` does each of these in one call.
+    def flat_position(self) -> tf.Tensor:
+        """The variables' current values as one flat vector."""
+        return vectors.flatten([tf.convert_to_tensor(v) for v in self.variables])
+
+    def flat_gradient(self) -> tf.Tensor:
+        """The gradient at the point as one flat vector."""
+        return vectors.flatten(self.gradient())
+
+    def assign_flat(self, flat: tf.Tensor) -> None:
+        """Sets the variables from one flat vector."""
+        for variable, value in zip(self.variables, vectors.unflatten(flat, self.variables)):
+            variable.assign(value)
+
+    def evaluate_at(self, flat: tf.Tensor) -> tf.Tensor:
+        """`evaluate` with the variables set to ``flat`` (left there)."""
+        self.assign_flat(flat)
+        return self.evaluate()
 
     # ------------------------------------------------------------------ derived
     @property

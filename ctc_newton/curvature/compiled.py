@@ -48,7 +48,7 @@ class KerasCurvature(GraphFunctions):
         self.model = model
         self.loss = loss
         super().__init__(lambda x, y, sample_weight: CurvatureOracle._from_keras_uncompiled(
-            model, loss, x, y, sample_weight))
+            model, loss, x, y, sample_weight), model.trainable_variables)
 
         def outputs(batch):  # a graph output drops the Keras mask: return it
             outputs = model(batch[0], training=True)

@@ -12,6 +12,7 @@ A CG ``tf.while_loop`` around an all-reduce fails under ``MirroredStrategy``
 import tensorflow as tf
 
 from ctc_newton._keras_adapter import flatten_layers
+from ctc_newton.curvature.base import Oracle
 from ctc_newton.curvature.compiled import CompiledKerasOracle, with_keras_mask
 
 
@@ -47,6 +48,11 @@ class DistributedKerasOracle(CompiledKerasOracle):
     def _invoke(self, fn, *args):
         with self.strategy.scope():
             return self.strategy.run(fn, args=(self._batch, *args))
+
+    # Mirrored variables move in cross-replica context, one assign each, as in the base.
+    flat_position = Oracle.flat_position
+    assign_flat = Oracle.assign_flat
+    evaluate_at = Oracle.evaluate_at
 
     def solve(self, key, fn, *args):
         """``fn(self, *args)`` with the CG loop on the host: each product is one

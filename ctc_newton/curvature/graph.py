@@ -27,10 +27,15 @@ class GraphFunctions:
     Args:
       make: ``(*batch) -> CurvatureOracle`` at the variables' current values;
         called inside the traces only.
+      variables: the variables the oracles are over (for the flat-vector functions).
     """
 
-    def __init__(self, make: Callable):
+    def __init__(self, make: Callable, variables: Sequence[tf.Variable]):
         self.make = make
+
+        def assign(flat):
+            for variable, value in zip(variables, vectors.unflatten(flat, variables)):
+                variable.assign(value)
 
         def value_and_gradient(batch):
             return make(*batch).value_and_gradient()
@@ -44,11 +49,25 @@ class GraphFunctions:
         def squared_gradients(batch):
             return make(*batch).squared_gradient_diagonal()
 
+        def flat_value_and_gradient(batch):
+            value, gradient = make(*batch).value_and_gradient()
+            return value, gradient, vectors.flatten(gradient)
+
+        def evaluate_at(batch, flat):
+            assign(flat)
+            return make(*batch).value()
+
+        def position():
+            return vectors.flatten([tf.convert_to_tensor(v) for v in variables])
+
         options = dict(reduce_retracing=True, autograph=False)
-        self.value_and_gradient = tf.function(value_and_gradient, **options)
+        self.value_and_gradient = tf.function(flat_value_and_gradient, **options)
         self.value = tf.function(value, **options)
         self.product = tf.function(product, **options)
         self.squared_gradients = tf.function(squared_gradients, **options)
+        self.evaluate_at = tf.function(evaluate_at, **options)
+        self.position = tf.function(position, **options)
+        self.assign = tf.function(assign, **options)
         self._solvers = {}
 
     def solver(self, key, fn: Callable):
@@ -118,9 +137,24 @@ class GraphOracle(Oracle):
 
     def _value_and_gradient(self):
         if self._gradient is None:
-            self._value, self._gradient = self._call(self._functions.value_and_gradient)
+            self._value, self._gradient, self._flat_gradient = self._call(
+                self._functions.value_and_gradient)
             self.num_gradient_evaluations += 1
         return self._value, self._gradient
+
+    def flat_gradient(self):
+        self._value_and_gradient()
+        return self._flat_gradient
+
+    def flat_position(self):
+        return self._functions.position()
+
+    def assign_flat(self, flat):
+        self._functions.assign(flat)
+
+    def evaluate_at(self, flat):
+        self.num_function_evaluations += 1
+        return self._call(self._functions.evaluate_at, flat)
 
     def value(self):
         return self._value_and_gradient()[0]

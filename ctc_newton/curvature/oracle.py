@@ -340,6 +340,12 @@ class CurvatureOracle(Oracle):
         backward pass through that recording.
         """
         vector = self._check(vector)
+        outer, gradient = self._hessian_recording()
+        self.num_curvature_products += 1
+        return _replica_sum(outer.gradient(gradient, self._sources, output_gradients=vector,
+                                           unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+    def _hessian_recording(self):
         if self._hessian_tape is None:
             saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
             with tf.GradientTape(persistent=True) as outer:
@@ -350,10 +356,23 @@ class CurvatureOracle(Oracle):
             for variable, value in zip(self._restore, saved):
                 variable.assign(value)
             self._hessian_tape = (outer, gradient)
-        outer, gradient = self._hessian_tape
-        self.num_curvature_products += 1
-        return _replica_sum(outer.gradient(gradient, self._sources, output_gradients=vector,
-                                           unconnected_gradients=tf.UnconnectedGradients.ZERO))
+        return self._hessian_tape
+
+    def prepare_products(self, kind: str = "gauss_newton") -> None:
+        """Records now what every product of ``kind`` at this point reuses.
+
+        Products record it on first use anyway; in a graph, a CG loop calls this
+        first so that the recording is computed once, outside the loop body
+        (TensorFlow does not hoist loop invariants out of a ``while_loop``).
+        """
+        check_kind(kind)
+        if kind == "hessian":
+            self._hessian_recording()
+            return
+        self._require_outputs()
+        self._jvp_recording()
+        self._output_hessian_recording()
+        self._regularization_recording()
 
     def _total_loss_for_hessian(self):
         if self._outputs_fn is None:
@@ -372,6 +391,11 @@ class CurvatureOracle(Oracle):
         """``J v``: the change of the outputs along ``vector`` (double-VJP trick)."""
         self._require_outputs()
         vector = self._check(vector)
+        tape, dummy, transposed = self._jvp_recording()
+        return tape.gradient(transposed, dummy, output_gradients=vector,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def _jvp_recording(self):
         if self._jvp is None:
             dummy = tf.nest.map_structure(tf.zeros_like, self._outputs)
             with tf.GradientTape(persistent=True) as tape:
@@ -380,9 +404,7 @@ class CurvatureOracle(Oracle):
                     self._outputs, self._sources, output_gradients=dummy,
                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
             self._jvp = (tape, dummy, transposed)
-        tape, dummy, transposed = self._jvp
-        return tape.gradient(transposed, dummy, output_gradients=vector,
-                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return self._jvp
 
     def vector_jacobian_product(self, output_vector) -> List[tf.Tensor]:
         """``J^T u`` for ``u`` shaped like the outputs."""
@@ -393,6 +415,11 @@ class CurvatureOracle(Oracle):
     def output_hessian_product(self, output_vector):
         """``H_out u``: the curvature of the output loss w.r.t. the outputs (PSD form)."""
         self._require_outputs()
+        outer, outputs, gradient = self._output_hessian_recording()
+        return outer.gradient(gradient, outputs, output_gradients=output_vector,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def _output_hessian_recording(self):
         if self._output_hessian is None:
             outputs = tf.nest.map_structure(_copy_with_mask, self._outputs)
             with tf.GradientTape(persistent=True) as outer:
@@ -403,21 +430,22 @@ class CurvatureOracle(Oracle):
                         loss = self._output_loss_fn(outputs)
                 gradient = inner.gradient(loss, outputs)
             self._output_hessian = (outer, outputs, gradient)
-        outer, outputs, gradient = self._output_hessian
-        return outer.gradient(gradient, outputs, output_gradients=output_vector,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return self._output_hessian
 
-    def _regularization_product(self, vector):
-        if self._regularization_fn is None:
-            return None
-        if self._regularization_hessian is None:
+    def _regularization_recording(self):
+        if self._regularization_fn is not None and self._regularization_hessian is None:
             with tf.GradientTape(persistent=True) as outer:
                 with tf.GradientTape() as inner:
                     value = self._regularization_fn()
                 gradient = inner.gradient(value, self._sources,
                                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
             self._regularization_hessian = (outer, gradient)
-        outer, gradient = self._regularization_hessian
+        return self._regularization_hessian
+
+    def _regularization_product(self, vector):
+        if self._regularization_fn is None:
+            return None
+        outer, gradient = self._regularization_recording()
         return outer.gradient(gradient, self._sources, output_gradients=vector,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
@@ -495,7 +523,7 @@ class CurvatureOracle(Oracle):
                             restore_variables=self._restore)
             variables = self.variables
             self._graph_functions = GraphFunctions(
-                lambda: CurvatureOracle(variables, **settings))
+                lambda: CurvatureOracle(variables, **settings), variables)
         return GraphOracle(self._graph_functions, self.variables, restore=self._restore,
                            supports_gauss_newton=self.supports_gauss_newton,
                            supports_squared_gradients=self.supports_squared_gradients)

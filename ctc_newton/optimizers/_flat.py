@@ -33,19 +33,22 @@ class FlatProblem:
         self.dtype = tf.as_dtype(self.variables[0].dtype)
 
     def position(self) -> tf.Tensor:
-        return flatten([tf.cast(tf.convert_to_tensor(v), self.dtype) for v in self.variables])
+        return tf.cast(self.oracle.flat_position(), self.dtype)
 
     def assign(self, flat: tf.Tensor) -> None:
-        for variable, value in zip(self.variables, unflatten(flat, self.variables)):
-            variable.assign(value)
+        self.oracle.assign_flat(flat)
 
     def value(self) -> float:
         return float(self.oracle.value())
 
     def gradient(self) -> tf.Tensor:
-        return tf.cast(flatten(self.oracle.gradient()), self.dtype)
+        return tf.cast(self.oracle.flat_gradient(), self.dtype)
 
     def product(self, kind: str):
+        """``v -> A v`` on flat vectors; what the products share is recorded now (in a
+        graph: before, not inside, the CG loop that calls it)."""
+        self.oracle.prepare_products(kind)
+
         def apply(v):
             out = self.oracle.curvature_vector_product(unflatten(v, self.variables), kind)
             return tf.cast(flatten(out), self.dtype)
@@ -58,5 +61,4 @@ class FlatProblem:
 
     def value_at(self, flat: tf.Tensor) -> float:
         """The loss with the variables set to ``flat`` (left there)."""
-        self.assign(flat)
-        return float(self.oracle.evaluate())
+        return float(self.oracle.evaluate_at(flat))

@@ -59,7 +59,7 @@ class Interrupt:
 
     def __init__(self, monkeypatch, n):
         self.calls, self.n = 0, n
-        for method in ("evaluate", "linearize"):
+        for method in ("evaluate", "evaluate_at", "linearize"):
             original = getattr(CompiledKerasOracle, method)
             monkeypatch.setattr(CompiledKerasOracle, method, self.wrap(original))
 
