@@ -32,7 +32,7 @@ from ctc_newton.curvature.graph import GraphOracle  # noqa: E402
 from ctc_newton.datasets import load_digit_lines  # noqa: E402
 from ctc_newton.recognizer import build_recognizer  # noqa: E402
 
-KINDS = ("value_and_gradient", "outputs", "value", "squared_gradients", "solve")
+KINDS = ("value_and_gradient", "outputs", "value", "evaluate_at", "squared_gradients", "solve")
 
 
 class Timer(keras.callbacks.Callback):
@@ -142,7 +142,8 @@ def main():
             f"| {name} | {batch} | {ms['total']:.0f} | {products * 1000:.0f} "
             f"({mean['cg_iterations']:.1f} x {product * 1000:.1f}) | "
             f"{(mean['solve'] - products) * 1000:.0f} | {ms['value_and_gradient']:.0f} | "
-            f"{ms['outputs']:.0f} | {ms['value']:.0f} | {ms['squared_gradients']:.0f} | "
+            f"{ms['outputs']:.0f} | {ms['value'] + ms['evaluate_at']:.0f} | "
+            f"{ms['squared_gradients']:.0f} | "
             f"{other * 1000:.0f} | {1 - products / mean['total']:.0%} |")
     text = "\n".join(lines)
     print(text)
