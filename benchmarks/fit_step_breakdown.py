@@ -25,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _timing import best_seconds, product_chain  # noqa: E402
 from ctc_newton import CTCLoss  # noqa: E402
 from ctc_newton.cli import DEFAULT_BATCH, make_optimizer  # noqa: E402
 from ctc_newton.curvature.compiled import KerasCurvature  # noqa: E402
@@ -74,25 +75,11 @@ def product_seconds(model, x, y, repeats=10):
     """Seconds per Gauss-Newton product after the linearization it shares."""
     functions = KerasCurvature.get(model, CTCLoss())
 
-    def chain(k):
-        def fn(o):
-            v = [tf.ones_like(w) for w in o.variables]
-            for _ in range(k):
-                v = [p / (1 + tf.norm(p)) for p in o.curvature_vector_product(v)]
-            return v
-        return functions.solver(("products", k), fn)
+    def seconds(k):
+        chain = product_chain(functions, k)
+        return best_seconds(lambda: chain((x, y, None), ()), repeats, trials=3)
 
-    def seconds(f):
-        f((x, y, None), ())
-        best = []
-        for _ in range(3):
-            start = time.perf_counter()
-            for _ in range(repeats):
-                [t.numpy() for t in f((x, y, None), ())]
-            best.append((time.perf_counter() - start) / repeats)
-        return min(best)
-
-    one, many = seconds(chain(1)), seconds(chain(21))
+    one, many = seconds(1), seconds(21)
     return (many - one) / 20
 
 

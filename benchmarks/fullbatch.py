@@ -30,6 +30,7 @@ import scipy.optimize  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
+from _timing import best_seconds, product_chain  # noqa: E402
 from ctc_newton import CurvatureOracle  # noqa: E402
 from ctc_newton.curvature import flatten, unflatten  # noqa: E402
 from ctc_newton.optimizers import minimize  # noqa: E402
@@ -139,27 +140,13 @@ def unit_costs(net, x, y, method, repeats=20):
     oracle = curvature_oracle(net, x, y, method)
     kind = "gauss_newton" if method in ("gauss-newton", "hessian-free") else "hessian"
 
-    def products(k):
-        def fn(o):
-            v = [tf.ones_like(w) for w in o.variables]
-            for _ in range(k):  # each product feeds the next, as in CG
-                v = [p / (1 + tf.norm(p)) for p in o.curvature_vector_product(v, kind)]
-            return v
-        return oracle._functions.solver(("products", kind, k), fn)
-
-    def seconds(fn):  # the best of 5 averages, as timeit reports
-        fn()
-        averages = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(repeats):
-                tf.nest.map_structure(lambda t: t.numpy(), fn())
-            averages.append((time.perf_counter() - start) / repeats)
-        return min(averages)
+    def seconds(fn):
+        return best_seconds(fn, repeats)
 
     gradient = seconds(lambda: oracle.linearize().value_and_gradient())
     value = seconds(oracle.evaluate)
-    one, many = (seconds(lambda f=products(k): oracle._call(f, ())) for k in (1, 21))
+    one, many = (seconds(lambda f=product_chain(oracle._functions, k, kind): oracle._call(f, ()))
+                 for k in (1, 21))
     product = (many - one) / 20
     return {"gradient": gradient, "value": value, "linearization": one - product,
             "product": product}

@@ -123,8 +123,7 @@ class Oracle(abc.ABC):
 
     def assign_flat(self, flat: tf.Tensor) -> None:
         """Sets the variables from one flat vector."""
-        for variable, value in zip(self.variables, vectors.unflatten(flat, self.variables)):
-            variable.assign(value)
+        vectors.assign_flat(self.variables, flat)
 
     def evaluate_at(self, flat: tf.Tensor) -> tf.Tensor:
         """`evaluate` with the variables set to ``flat`` (left there)."""

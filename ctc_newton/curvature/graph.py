@@ -34,11 +34,7 @@ class GraphFunctions:
         self.make = make
 
         def assign(flat):
-            for variable, value in zip(variables, vectors.unflatten(flat, variables)):
-                variable.assign(value)
-
-        def value_and_gradient(batch):
-            return make(*batch).value_and_gradient()
+            vectors.assign_flat(variables, flat)
 
         def value(batch):
             return make(*batch).value()

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from ctc_newton.curvature import vectors
-from ctc_newton.curvature.base import KINDS, Oracle, check_kind
+from ctc_newton.curvature.base import Oracle, check_kind
 from ctc_newton.losses.ctc import gauss_newton_curvature
 
 __all__ = ["CurvatureOracle"]

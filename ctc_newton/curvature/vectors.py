@@ -9,8 +9,8 @@ from typing import List, Sequence
 
 import tensorflow as tf
 
-__all__ = ["flatten", "unflatten", "dot", "add_scaled", "scale", "zeros_like", "norm",
-           "structured_like"]
+__all__ = ["flatten", "unflatten", "assign_flat", "dot", "add_scaled", "scale", "zeros_like",
+           "norm", "structured_like"]
 
 
 def flatten(vectors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -32,6 +32,12 @@ def unflatten(flat: tf.Tensor, like: Sequence) -> List[tf.Tensor]:
              for v in like]
     parts = tf.split(tf.reshape(flat, [-1]), sizes)
     return [tf.cast(tf.reshape(p, tf.shape(v)), v.dtype) for p, v in zip(parts, like)]
+
+
+def assign_flat(variables: Sequence, flat: tf.Tensor) -> None:
+    """Sets ``variables`` from one 1-D tensor (the inverse of flattening them)."""
+    for variable, value in zip(variables, unflatten(flat, variables)):
+        variable.assign(value)
 
 
 def dot(a: Sequence[tf.Tensor], b: Sequence[tf.Tensor]) -> tf.Tensor:
