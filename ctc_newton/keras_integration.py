@@ -14,7 +14,7 @@ So ``model.compile(optimizer=ctc_newton.optimizers.HessianFree(), loss=...)`` an
 code. `uninstall` removes the hook.
 
 Semantics per batch: an oracle is linearized on the batch with the compiled loss
-(single-output models, as ``CurvatureOracle.from_keras``); the optimizer takes
+(single-output models, as `ctc_newton.curvature.keras_oracle`); the optimizer takes
 its step; loss and metrics are reported for the batch *before* the step (as
 Keras does); BatchNorm statistics are updated by one forward pass at the new
 weights; the logs carry the step's damping / radius, CG iterations, rho and
@@ -37,7 +37,7 @@ import tensorflow as tf
 from ctc_newton._keras_adapter import (TensorFlowTrainer, get_keras_mask, loss_tracker,
                                        reduce_per_replica, unpack_x_y_sample_weight)
 
-from ctc_newton.curvature import CurvatureOracle
+from ctc_newton.curvature import keras_oracle
 from ctc_newton.curvature.compiled import with_keras_mask
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 
@@ -76,7 +76,7 @@ def second_order_train_step(model, data):
                          f"{type(optimizer).__name__}.")
     if not model.optimizer.built:  # also a LossScaleOptimizer wrapping ours
         model.optimizer.build(model.trainable_variables)
-    oracle = CurvatureOracle.from_keras(model, model.loss, x, y, sample_weight, compiled=True)
+    oracle = keras_oracle(model, model.loss, x, y, sample_weight)
     loss = oracle.value()
     y_pred = oracle.outputs()
     step = optimizer.step(oracle)

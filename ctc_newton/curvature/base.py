@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from ctc_newton.curvature import vectors
+from ctc_newton.curvature.operators import CurvatureOperator
 
 KINDS = ("hessian", "gauss_newton")
 
@@ -162,7 +163,6 @@ class Oracle(abc.ABC):
 
     def as_linear_operator(self, kind: str = "gauss_newton", damping: float = 0.0):
         """A ``tf.linalg.LinearOperator`` over flat vectors: ``A + damping I``."""
-        from ctc_newton.curvature.operators import CurvatureOperator
         return CurvatureOperator(self, kind, damping)
 
     def as_scipy_linear_operator(self, kind: str = "gauss_newton", damping: float = 0.0):

@@ -47,7 +47,7 @@ class KerasCurvature(GraphFunctions):
     def __init__(self, model, loss):
         self.model = model
         self.loss = loss
-        super().__init__(lambda x, y, sample_weight: CurvatureOracle._from_keras_uncompiled(
+        super().__init__(lambda x, y, sample_weight: CurvatureOracle.from_keras(
             model, loss, x, y, sample_weight), model.trainable_variables)
 
         def outputs(batch):  # a graph output drops the Keras mask: return it
@@ -70,7 +70,7 @@ class KerasCurvature(GraphFunctions):
 class CompiledKerasOracle(GraphOracle):
     """The oracle interface for a Keras model on one batch, run as graphs.
 
-    Built by ``CurvatureOracle.from_keras(..., compiled=True)``.
+    Built by `ctc_newton.curvature.keras_oracle` (and so by ``model.fit``).
     """
 
     def __init__(self, model, loss, x, y, sample_weight=None):

@@ -25,7 +25,7 @@ def is_distributed(value) -> bool:
 class DistributedKerasOracle(CompiledKerasOracle):
     """`CompiledKerasOracle` whose quantities are summed over the replicas' shards.
 
-    Built by ``CurvatureOracle.from_keras(..., compiled=True)`` inside a
+    Built by `ctc_newton.curvature.keras_oracle` inside a
     multi-replica ``strategy.scope()`` (or by ``model.fit`` under it).
 
     Args:

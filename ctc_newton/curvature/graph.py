@@ -78,8 +78,8 @@ class GraphFunctions:
 class GraphOracle(Oracle):
     """The oracle interface over `GraphFunctions` for one batch.
 
-    Built by ``CurvatureOracle.compiled()``, ``CurvatureOracle.from_keras(...,
-    compiled=True)`` (what ``model.fit`` uses) and by `minimize`.
+    Built by ``CurvatureOracle.compiled()``, `ctc_newton.curvature.keras_oracle`
+    (what ``model.fit`` uses) and by `minimize`.
 
     Args:
       functions: the `GraphFunctions` of the loss.

@@ -13,9 +13,9 @@ Products:
 - exact Hessian: reverse-over-reverse through the whole loss;
 - generalized Gauss-Newton ``J^T H_out J v`` (+ the exact Hessian of the weight
   regularizers): ``J v`` by the double-VJP trick, ``H_out`` by differentiating
-  the output loss twice w.r.t. the outputs (with the CTC loss switched to its
-  PSD Gauss-Newton, see `ctc_newton.losses.gauss_newton_curvature`), ``J^T``
-  by one VJP. PSD whenever the output loss is convex in the outputs (CTC's
+  the output loss twice w.r.t. the outputs (with each loss that registered one
+  switched to its PSD form, see `ctc_newton.curvature.output_curvature`),
+  ``J^T`` by one VJP. PSD whenever the output loss is convex in the outputs (CTC's
   Gauss-Newton, cross-entropy from logits, MSE).
 """
 
@@ -24,11 +24,13 @@ from typing import Callable, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
+from ctc_newton._keras_adapter import LossFunctionWrapper, scale_loss_for_distribution
 from ctc_newton.curvature import vectors
 from ctc_newton.curvature.base import Oracle, check_kind
-from ctc_newton.losses.ctc import gauss_newton_curvature
+from ctc_newton.curvature.graph import GraphFunctions, GraphOracle
+from ctc_newton.curvature.output_curvature import gauss_newton_output_curvature
 
-__all__ = ["CurvatureOracle"]
+__all__ = ["CurvatureOracle", "as_keras_loss"]
 
 
 def _copy_with_mask(tensor):
@@ -54,6 +56,22 @@ def _replica_sum(value):
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def as_keras_loss(loss) -> keras.losses.Loss:
+    """A Keras ``Loss`` object for what ``compile(loss=...)`` accepts.
+
+    Raises:
+      TypeError: ``loss`` is neither a Keras loss, a function nor a name.
+    """
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if not isinstance(loss, keras.losses.Loss):
+        if not callable(loss):
+            raise TypeError(f"`loss` must be a Keras loss, a function or a name; "
+                            f"got {loss!r}.")
+        loss = LossFunctionWrapper(loss)  # what compile() wraps a function with
+    return loss
 
 
 class CurvatureOracle(Oracle):
@@ -148,15 +166,19 @@ class CurvatureOracle(Oracle):
                    regularization_fn=regularization_fn, per_example_fn=per_example_fn)
 
     @classmethod
-    def from_keras(cls, model, loss, x, y, sample_weight=None, *, training: bool = True,
-                   compiled: bool = False):
-        """An oracle for a Keras model, a loss and one batch, as ``model.fit`` sees it.
+    def from_keras(cls, model, loss, x, y, sample_weight=None, *,
+                   training: bool = True) -> "CurvatureOracle":
+        """A tape oracle for a Keras model, a loss and one batch, as ``model.fit`` sees it.
 
         The value is ``loss(y, model(x, training), sample_weight) + sum(model.losses)``
         with the loss's own reduction (Keras' default: mean over the batch), so the
         gradient equals the one ``fit`` computes. Masks of the model output reach
         the loss. Dropout masks are drawn once per linearization; BatchNorm
         statistics are left as they were.
+
+        Executed eagerly, every op is dispatched from Python: for speed use
+        `ctc_newton.curvature.keras_oracle` (compiled by default); this tape oracle
+        is what its graphs trace, and the one to step through in a debugger.
 
         Args:
           model: a built Keras 3 model (Sequential, functional or subclassed).
@@ -165,48 +187,15 @@ class CurvatureOracle(Oracle):
           y: the targets of the batch.
           sample_weight: optional ``[B]`` weights.
           training: the ``training`` flag of the forward pass.
-          compiled: (eager callers) run every quantity as a graph function of the
-            batch, traced once per model and loss (`KerasCurvature`): each product
-            re-runs the forward pass, but no op is dispatched from Python. Much
-            faster for recurrent models outside ``tf.function``; ignored inside one.
 
         Returns:
-          A `CurvatureOracle` over ``model.trainable_variables`` (a
-          `CompiledKerasOracle` with the same interface when ``compiled``).
+          A `CurvatureOracle` over ``model.trainable_variables``.
+
+        Raises:
+          ValueError: the model has no trainable variables (not built).
+          TypeError: ``loss`` is not a loss.
         """
-        if compiled and tf.executing_eagerly() and training:
-            from ctc_newton.curvature.compiled import CompiledKerasOracle
-            from ctc_newton.curvature.distributed import DistributedKerasOracle, is_distributed
-
-            strategy = tf.distribute.get_strategy()
-            if strategy.num_replicas_in_sync > 1 and tf.distribute.in_cross_replica_context():
-                return DistributedKerasOracle(model, cls._keras_loss(loss), x, y, sample_weight,
-                                              strategy=strategy)
-            if is_distributed((x, y, sample_weight)):
-                raise ValueError("`x`/`y` are per-replica values: build the oracle inside "
-                                 "the `strategy.scope()` they were distributed with.")
-            return CompiledKerasOracle(model, cls._keras_loss(loss), x, y, sample_weight)
-        return cls._from_keras_uncompiled(model, loss, x, y, sample_weight, training)
-
-    @staticmethod
-    def _keras_loss(loss):
-        """A Keras ``Loss`` object for what ``compile(loss=...)`` accepts."""
-        from ctc_newton._keras_adapter import LossFunctionWrapper  # what compile() wraps with
-
-        if isinstance(loss, str):
-            loss = keras.losses.get(loss)
-        if not isinstance(loss, keras.losses.Loss):
-            if not callable(loss):
-                raise TypeError(f"`loss` must be a Keras loss, a function or a name; "
-                                f"got {loss!r}.")
-            loss = LossFunctionWrapper(loss)
-        return loss
-
-    @classmethod
-    def _from_keras_uncompiled(cls, model, loss, x, y, sample_weight=None, training=True):
-        from ctc_newton._keras_adapter import scale_loss_for_distribution
-
-        loss = cls._keras_loss(loss)
+        loss = as_keras_loss(loss)
         if not model.trainable_variables:
             raise ValueError("`model` has no trainable variables; build it (call it once) "
                              "before making an oracle.")
@@ -426,7 +415,7 @@ class CurvatureOracle(Oracle):
                 outer.watch(outputs)
                 with tf.GradientTape() as inner:
                     inner.watch(outputs)
-                    with gauss_newton_curvature():
+                    with gauss_newton_output_curvature():
                         loss = self._output_loss_fn(outputs)
                 gradient = inner.gradient(loss, outputs)
             self._output_hessian = (outer, outputs, gradient)
@@ -513,8 +502,6 @@ class CurvatureOracle(Oracle):
         Returns:
           The `GraphOracle`, linearized at the variables' current values.
         """
-        from ctc_newton.curvature.graph import GraphFunctions, GraphOracle
-
         if getattr(self, "_graph_functions", None) is None:
             settings = dict(loss_fn=self._loss_fn, outputs_fn=self._outputs_fn,
                             output_loss_fn=self._output_loss_fn,

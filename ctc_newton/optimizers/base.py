@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.step_result import StepResult
 
 FIRST_ORDER_MESSAGE = (
@@ -57,8 +58,6 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
 
     def _start(self, oracle):
         """Builds if needed; returns ``(problem, value, gradient, finite)`` at the point."""
-        from ctc_newton.optimizers._flat import FlatProblem
-
         self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         value, gradient = problem.value(), problem.gradient()

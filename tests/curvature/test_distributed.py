@@ -8,7 +8,7 @@ from tests.two_replicas import run_with_two_replicas
 
 SCRIPT = """
     from ctc_newton import CTCLoss, CurvatureOracle
-    from ctc_newton.curvature import flatten
+    from ctc_newton.curvature import flatten, keras_oracle
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 6, 3))
@@ -49,7 +49,7 @@ SCRIPT = """
 
     # Cross-replica: one oracle over the shards, each quantity run on every replica.
     with strategy.scope():
-        distributed = CurvatureOracle.from_keras(model, loss, xs, ys, compiled=True)
+        distributed = keras_oracle(model, loss, xs, ys)
     assert type(distributed).__name__ == "DistributedKerasOracle"
     got = (distributed.value(), flatten(distributed.gradient()),
            flatten(distributed.gauss_newton_vector_product(v)),
@@ -66,7 +66,7 @@ SCRIPT = """
     outputs = strategy.experimental_local_results(distributed.outputs())
     assert [o.shape[0] for o in outputs] == [4, 4]
     try:
-        CurvatureOracle.from_keras(model, loss, xs, ys, compiled=True)
+        keras_oracle(model, loss, xs, ys)
     except ValueError as error:
         assert "strategy.scope()" in str(error)
     else:

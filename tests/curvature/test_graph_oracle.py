@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from ctc_newton import CTCLoss, CurvatureOracle
-from ctc_newton.curvature import flatten, unflatten
+from ctc_newton.curvature import flatten, keras_oracle, unflatten
 from ctc_newton.curvature.base import Oracle
 from ctc_newton.curvature.compiled import KerasCurvature
 from ctc_newton.curvature.graph import GraphOracle
@@ -107,8 +107,9 @@ def test_capabilities_are_public_properties():
     x = tf.random.normal((2, 4, 3))
     y = tf.constant([[1, 2], [3, 0]])
     for compiled in (False, True):
-        keras_oracle = CurvatureOracle.from_keras(model, CTCLoss(), x, y, compiled=compiled)
-        assert keras_oracle.supports_gauss_newton and keras_oracle.supports_squared_gradients
+        oracle = keras_oracle(model, CTCLoss(), x, y, compiled=compiled)
+        assert isinstance(oracle, GraphOracle if compiled else CurvatureOracle)
+        assert oracle.supports_gauss_newton and oracle.supports_squared_gradients
 
 
 def test_keras_traces_are_shared_by_equal_losses_not_by_object_identity():
