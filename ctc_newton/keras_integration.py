@@ -48,8 +48,6 @@ _WARNED_INFEASIBLE: "weakref.WeakSet" = weakref.WeakSet()
 
 class InfeasibleSequenceWarning(RuntimeWarning):
     """A training batch holds sequences with no CTC alignment: its loss is +inf."""
-LOGGED = ("damping", "radius", "cg_iterations", "rho", "step_size", "accepted",
-          "lbfgs_iterations")
 
 
 def second_order_optimizer(model):
@@ -84,12 +82,7 @@ def second_order_train_step(model, data):
         _lower_loss_scale(model)
         if step.value == math.inf:
             _warn_infeasible(model, optimizer, y, y_pred)
-    logs = dict(_after_step(model)(x, y, y_pred, sample_weight, loss))
-    for key in LOGGED:
-        value = getattr(step, key)
-        if value is not None:
-            logs[key] = float(value)
-    return logs
+    return dict(_after_step(model)(x, y, y_pred, sample_weight, loss), **step.logs())
 
 
 def _warn_infeasible(model, optimizer, y, y_pred):

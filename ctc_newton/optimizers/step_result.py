@@ -5,6 +5,11 @@ import math
 from typing import Any, Dict, Optional
 
 
+def _logged(**default):
+    """A field that ``fit`` shows in its logs when set (``default=...``; none: required)."""
+    return dataclasses.field(metadata={"logged": True}, **default)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepResult:
     """The outcome of `SecondOrderOptimizer.step`.
@@ -18,7 +23,9 @@ class StepResult:
       cg_iterations: curvature products the solve used.
 
     Fields that do not apply to an optimizer are None (and absent from `as_dict`
-    and from ``fit``'s logs).
+    and from ``fit``'s logs). ``fit`` logs the fields declared with ``_logged``:
+    accepted, step_size, rho, cg_iterations, damping, radius, lbfgs_iterations
+    (`logs`); a new optimizer's field is logged by declaring it so here.
       damping: the damping the step used (Gauss-Newton, Hessian-free).
       radius: the trust radius the step used (trust-region Newton-CG).
       negative_curvature: CG met a direction of non-positive curvature.
@@ -30,18 +37,18 @@ class StepResult:
     """
 
     value: float
-    accepted: bool
+    accepted: bool = _logged()
     value_after: Optional[float] = None
-    step_size: Optional[float] = None
-    rho: Optional[float] = None
-    cg_iterations: Optional[int] = None
-    damping: Optional[float] = None
-    radius: Optional[float] = None
+    step_size: Optional[float] = _logged(default=None)
+    rho: Optional[float] = _logged(default=None)
+    cg_iterations: Optional[int] = _logged(default=None)
+    damping: Optional[float] = _logged(default=None)
+    radius: Optional[float] = _logged(default=None)
     negative_curvature: bool = False
     linearized: bool = False
     update_l1: Optional[float] = None
     backtracked_to: Optional[int] = None
-    lbfgs_iterations: Optional[int] = None
+    lbfgs_iterations: Optional[int] = _logged(default=None)
     converged: Optional[bool] = None
     failed: Optional[bool] = None
     note: str = ""
@@ -58,6 +65,12 @@ class StepResult:
         return cls(value=value, accepted=True, value_after=value, step_size=0.0, rho=math.nan,
                    cg_iterations=0, linearized=True, update_l1=0.0,
                    note="zero gradient; zero step")
+
+    def logs(self) -> Dict[str, float]:
+        """The numeric fields ``fit`` shows per step, those that are set."""
+        return {field.name: float(getattr(self, field.name))
+                for field in dataclasses.fields(self)
+                if field.metadata.get("logged") and getattr(self, field.name) is not None}
 
     def as_dict(self) -> Dict[str, Any]:
         """The fields that are set (for histories and logs)."""

@@ -55,6 +55,9 @@ def test_each_method_lowers_the_ctc_loss_steadily(make):
         values.append(float(oracle.value()))
         step = optimizer.step(oracle)
         assert isinstance(step, StepResult) and step.value == pytest.approx(values[-1])
+        logs = step.logs()  # what fit shows: the set, numeric, logged fields only
+        assert logs["accepted"] == float(step.accepted) and "note" not in logs
+        assert all(isinstance(v, float) for v in logs.values())
         if step.accepted:
             assert step.value_after <= step.value + 1e-6
     values.append(float(CurvatureOracle.from_keras(model, CTCLoss(), x, y).value()))
