@@ -47,3 +47,10 @@ def loss_tracker(model):
 def flatten_layers(model):
     """Every layer inside ``model``, nested ones included (``Layer._flatten_layers``)."""
     return list(model._flatten_layers())
+
+
+def seed_generators(model):
+    """The ``keras.random.SeedGenerator``s of every layer in ``model`` (dropout's;
+    ``Layer._seed_generators``). Their states are non-trainable variables."""
+    return [generator for layer in flatten_layers(model)
+            for generator in getattr(layer, "_seed_generators", ())]

@@ -35,7 +35,8 @@ import weakref
 
 import tensorflow as tf
 from ctc_newton._keras_adapter import (TensorFlowTrainer, get_keras_mask, loss_tracker,
-                                       reduce_per_replica, unpack_x_y_sample_weight)
+                                       reduce_per_replica, seed_generators,
+                                       unpack_x_y_sample_weight)
 
 from ctc_newton.curvature import keras_oracle
 from ctc_newton.curvature.compiled import with_keras_mask
@@ -113,8 +114,8 @@ def _warn_infeasible(model, optimizer, y, y_pred):
 def _after_step(model):
     """``(x, y, y_pred, sample_weight, loss) -> metric results`` for the step's batch.
 
-    Updates BatchNorm statistics and advances the dropout seed with one forward
-    pass at the new weights, the loss tracker with the batch loss *before* the
+    Updates BatchNorm statistics with one forward pass at the new weights (a
+    model whose only such state is dropout seeds has them advanced instead), the loss tracker with the batch loss *before* the
     step (as Keras reports it), and the compiled metrics on the outputs before the
     step; one graph function, traced once per model (eagerly, a recurrent forward
     pass dispatches every time step's ops from Python). Under a strategy it runs
@@ -125,8 +126,14 @@ def _after_step(model):
 
     def update(x, y, y_pred, sample_weight, loss, mask=None):
         with_keras_mask(y_pred, mask)  # strategy.run passes tensors without attributes
-        if model.non_trainable_variables:
+        # A forward pass moves BatchNorm statistics; seeds alone are advanced directly.
+        generators = seed_generators(model)
+        seed_states = {id(generator.state) for generator in generators}
+        if any(id(v) not in seed_states for v in model.non_trainable_variables):
             model(x, training=True)
+        else:
+            for generator in generators:
+                generator.next()
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         loss_tracker(model).update_state(loss, sample_weight=batch_size)
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -67,3 +67,17 @@ def test_the_loss_tracker_and_nested_layers():
     assert float(tracker.result()) == 4.0
     assert any(isinstance(layer, keras.layers.Dense) and layer in inner.layers
                for layer in adapter.flatten_layers(model))
+
+
+def test_seed_generators_own_the_seed_states_among_the_non_trainable_variables():
+    model = keras.Sequential([keras.Input((5, 2)),
+                              keras.layers.GRU(3, dropout=0.5, return_sequences=True),
+                              keras.layers.Dropout(0.5), keras.layers.BatchNormalization()])
+    states = {id(g.state) for g in adapter.seed_generators(model)}
+    assert len(states) == 2  # the GRU cell's and the Dropout layer's
+    seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]
+    assert {id(v) for v in seeds} == states
+    before = [np.array(v) for v in seeds]
+    for generator in adapter.seed_generators(model):
+        generator.next()
+    assert all(np.any(np.array(v) != b) for v, b in zip(seeds, before))

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ctc_newton._keras_adapter import get_keras_mask, set_keras_mask
 
 from ctc_newton.curvature.graph import GraphFunctions, GraphOracle
+from ctc_newton.curvature.vectors import flatten
 from ctc_newton.curvature.oracle import CurvatureOracle
 
 _CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -50,11 +51,15 @@ class KerasCurvature(GraphFunctions):
         super().__init__(lambda x, y, sample_weight: CurvatureOracle.from_keras(
             model, loss, x, y, sample_weight), model.trainable_variables)
 
-        def outputs(batch):  # a graph output drops the Keras mask: return it
-            outputs = model(batch[0], training=True)
-            return outputs, get_keras_mask(outputs)
+        # fit reports metrics on the outputs; a graph output drops the Keras mask: return it
+        def value_gradient_and_outputs(batch):
+            oracle = CurvatureOracle.from_keras(model, loss, *batch)
+            value, gradient = oracle.value_and_gradient()
+            outputs = oracle.outputs()
+            return value, gradient, flatten(gradient), (outputs, get_keras_mask(outputs))
 
-        self.outputs = tf.function(outputs, reduce_retracing=True, autograph=False)
+        self.value_and_gradient = tf.function(value_gradient_and_outputs,
+                                              reduce_retracing=True, autograph=False)
 
     @classmethod
     def get(cls, model, loss) -> "KerasCurvature":
@@ -77,7 +82,15 @@ class CompiledKerasOracle(GraphOracle):
         super().__init__(KerasCurvature.get(model, loss), model.trainable_variables,
                          batch=(x, y, sample_weight), restore=model.non_trainable_variables)
 
+    def _value_and_gradient(self):
+        if self._gradient is None:  # one forward pass for the value, gradient and outputs
+            self._value, self._gradient, self._flat_gradient, self._outputs = self._call(
+                self._functions.value_and_gradient)
+            self.num_gradient_evaluations += 1
+        return self._value, self._gradient
+
     def outputs(self):
         """The model outputs at the point (same dropout masks as the products), with
-        their Keras mask."""
-        return with_keras_mask(*self._call(self._functions.outputs))
+        their Keras mask; computed with the value and gradient."""
+        self._value_and_gradient()
+        return with_keras_mask(*self._outputs)

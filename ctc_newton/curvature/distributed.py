@@ -63,6 +63,13 @@ class DistributedKerasOracle(CompiledKerasOracle):
     def _call(self, fn, *args):
         return self._first(super()._call(fn, *args))
 
+    def _value_and_gradient(self):
+        if self._gradient is None:  # all-reduced value and gradient; outputs per replica
+            *reduced, self._outputs = super()._call(self._functions.value_and_gradient)
+            self._value, self._gradient, self._flat_gradient = self._first(tuple(reduced))
+            self.num_gradient_evaluations += 1
+        return self._value, self._gradient
+
     def _first(self, result):
         """Replica 0's copy of an all-reduced result (every replica holds the same)."""
         return tf.nest.map_structure(
@@ -81,7 +88,8 @@ class DistributedKerasOracle(CompiledKerasOracle):
     def outputs(self):
         """The model outputs at the point, per replica (same dropout masks as the products);
         each replica's tensor carries its Keras mask."""
-        outputs, masks = super()._call(self._functions.outputs)
+        self._value_and_gradient()
+        outputs, masks = self._outputs
         if masks is not None:
             for local, mask in zip(self.strategy.experimental_local_results(outputs),
                                    self.strategy.experimental_local_results(masks)):

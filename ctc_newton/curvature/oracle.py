@@ -371,6 +371,15 @@ class CurvatureOracle(Oracle):
             loss = loss + tf.cast(self._regularization_fn(), loss.dtype)
         return loss
 
+    def outputs(self):
+        """The model outputs recorded at the point (their Keras mask attached).
+
+        Raises:
+          ValueError: the oracle was built from a plain function (no outputs).
+        """
+        self._require_outputs()
+        return self._outputs
+
     def _require_outputs(self):
         if self._outputs is None:
             raise ValueError("Gauss-Newton products need the model outputs: build the "

@@ -235,3 +235,23 @@ def test_metrics_see_the_output_mask():
     model.compile(optimizer=GaussNewton(), loss=CTCLoss(), metrics=[ValidFrames()])
     history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert history.history["valid_frames"] == [16 * 8 - 8 * 3]
+
+
+def test_fit_moves_batchnorm_statistics_and_dropout_seeds_once_per_step():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 6, 3)).astype("float32")
+    y = rng.integers(1, 4, size=(8, 2)).astype("int32")
+    keras.utils.set_random_seed(0)
+    seeds_only = keras.Sequential([keras.Input((6, 3)), keras.layers.Dropout(0.2),
+                                   keras.layers.Dense(5)])
+    with_statistics = keras.Sequential([keras.Input((6, 3)), keras.layers.Dropout(0.2),
+                                        keras.layers.BatchNormalization(),
+                                        keras.layers.Dense(5)])
+    for model in (seeds_only, with_statistics):
+        model.compile(optimizer=GaussNewton(max_cg_iterations=2), loss=CTCLoss())
+        before = [np.array(v) for v in model.non_trainable_variables]
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        for variable, old in zip(model.non_trainable_variables, before):
+            assert np.any(np.array(variable) != old), variable.path
+    seed = next(v for v in seeds_only.non_trainable_variables if "seed" in v.path)
+    assert np.array(seed)[1] == 2  # advanced once per step, not by the oracle's passes
