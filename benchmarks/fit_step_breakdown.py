@@ -4,9 +4,10 @@ Each optimizer as ``ctc-newton train`` configures it trains the digit-lines
 recognizer for a few batches; every compiled oracle call is timed by kind
 (value, gradient and the model outputs the metrics use, in one call; trial
 evaluations; squared gradients; the CG solve). "Other" is the host's share:
-the optimizer's Python, the metrics update (one graph call) and Keras' loop. Inside a solve, the curvature products are modelled at
-the per-product cost measured in this run on the same batch (a compiled chain of
-k products at one linearization, k = 1 and 21); the rest of the solve is its
+the optimizer's Python, the metrics update (one graph call) and Keras' loop.
+Inside a solve, the curvature products are modelled at the per-product cost
+measured in this run on the same batch (a compiled chain of k products at one
+linearization, k = 1 and 21); the rest of the solve is its
 linearization (one forward and backward pass) and CG bookkeeping. Writes
 benchmarks/results/fit_step_breakdown.md.
 

@@ -145,8 +145,8 @@ def unit_costs(net, x, y, method, repeats=20):
 
     gradient = seconds(lambda: oracle.linearize().value_and_gradient())
     value = seconds(oracle.evaluate)
-    one, many = (seconds(lambda f=product_chain(oracle._functions, k, kind): oracle._call(f, ()))
-                 for k in (1, 21))
+    chains = [product_chain(oracle._functions, k, kind) for k in (1, 21)]
+    one, many = (seconds(lambda f=chain: oracle._call(f, ())) for chain in chains)
     product = (many - one) / 20
     return {"gradient": gradient, "value": value, "linearization": one - product,
             "product": product}
@@ -176,14 +176,17 @@ def run_curvature(x, y, method, iterations):
     counts = dict(counts, products=oracle.num_curvature_products)
     units = unit_costs(model(), x, y, method)
     per = {k: v / max(result.nit, 1) for k, v in counts.items()}
-    modelled = (per.get("gradients", 0) * units["gradient"] + per.get("values", 0) * units["value"]
-                + per.get("solves", 0) * units["linearization"] + per["products"] * units["product"])
+    modelled = (per.get("gradients", 0) * units["gradient"]
+                + per.get("values", 0) * units["value"]
+                + per.get("solves", 0) * units["linearization"]
+                + per["products"] * units["product"])
     return result.nit, result.fun, first, per_iteration_s, modelled, per, units
 
 
 def run_eager(x, y, method, iterations):
     net = model()
-    result = minimize(tape_oracle(net, x, y, method), method=method, maxiter=iterations, gtol=0.0, compiled=False)
+    result = minimize(tape_oracle(net, x, y, method), method=method, maxiter=iterations,
+                      gtol=0.0, compiled=False)
     return result.nit, result.fun
 
 

@@ -59,7 +59,7 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
@@ -69,7 +69,8 @@ def _seed(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 2**32), got {text!r}") from None
     if not 0 <= value < 2 ** 32:
         raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {value}")
     return value

@@ -115,8 +115,9 @@ def _after_step(model):
     """``(x, y, y_pred, sample_weight, loss) -> metric results`` for the step's batch.
 
     Updates BatchNorm statistics with one forward pass at the new weights (a
-    model whose only such state is dropout seeds has them advanced instead), the loss tracker with the batch loss *before* the
-    step (as Keras reports it), and the compiled metrics on the outputs before the
+    model whose only such state is dropout seeds has them advanced instead), the
+    loss tracker with the batch loss *before* the step (as Keras reports it), and
+    the compiled metrics on the outputs before the
     step; one graph function, traced once per model (eagerly, a recurrent forward
     pass dispatches every time step's ops from Python). Under a strategy it runs
     per replica, as Keras' own train step does, and the replicas' results are

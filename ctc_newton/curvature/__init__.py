@@ -7,5 +7,5 @@ from ctc_newton.curvature.operators import CurvatureOperator
 from ctc_newton.curvature.oracle import CurvatureOracle
 from ctc_newton.curvature.vectors import add_scaled, dot, flatten, norm, scale, unflatten
 
-__all__ = ["Oracle", "CurvatureOracle", "GraphOracle", "keras_oracle", "CurvatureOperator", "flatten",
-           "unflatten", "dot", "norm", "add_scaled", "scale"]
+__all__ = ["Oracle", "CurvatureOracle", "GraphOracle", "keras_oracle", "CurvatureOperator",
+           "flatten", "unflatten", "dot", "norm", "add_scaled", "scale"]

@@ -74,6 +74,7 @@ class Oracle(abc.ABC):
 
     def prepare_products(self, kind: str = "gauss_newton") -> None:
         """Records what products of ``kind`` at this point share (no-op by default)."""
+        return None
 
     def hessian_vector_product(self, vector: Sequence[tf.Tensor]) -> List[tf.Tensor]:
         """The exact Hessian of the loss times ``vector``."""

@@ -95,8 +95,8 @@ def _pad(lines, labels, max_digits) -> Split:
     for i, (line, label) in enumerate(zip(lines, labels)):
         inputs[i, :len(line)] = line
         padded_labels[i, :len(label)] = label
-    return Split(inputs, padded_labels, np.array([len(l) for l in lines], np.int32),
-                 np.array([len(l) for l in labels], np.int32))
+    return Split(inputs, padded_labels, np.array([len(x) for x in lines], np.int32),
+                 np.array([len(x) for x in labels], np.int32))
 
 
 def load_digit_lines(num_train: int = 2000, num_test: int = 500, *, min_digits: int = 1,

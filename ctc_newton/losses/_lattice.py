@@ -63,6 +63,8 @@ def build_lattice(labels, label_length, logit_length, blank_index, dtype) -> Lat
         tf.cast(tf.equal(labels[:, 1:], labels[:, :-1]) & in_label[:, 1:], tf.int32), axis=1)
     feasible = label_length + repeats <= logit_length
 
-    cast = lambda x: tf.cast(x, dtype)
+    def cast(x):
+        return tf.cast(x, dtype)
+
     skip_next = tf.pad(cast(skip), [[0, 0], [0, 2]])[:, 2:]
     return Lattice(states, cast(state_mask), cast(skip), skip_next, cast(final), feasible)

@@ -87,7 +87,8 @@ def _shift_to_zero(x):
 
 @compiled
 def _forward(log_emissions, log_skip, logit_length):
-    """Log forward variables ``[T, B, S]`` (frame max 0), per-frame shifts ``[T, B]``, last alpha."""
+    """Log forward variables ``[T, B, S]`` (frame max 0), per-frame shifts ``[T, B]``,
+    last alpha."""
     num_frames = tf.shape(log_emissions)[0]
     # A virtual state before frame 0, sitting on s = 0: advancing it reaches s = 0, 1.
     alpha_init = tf.math.log(tf.one_hot(tf.zeros_like(logit_length), tf.shape(log_skip)[1],

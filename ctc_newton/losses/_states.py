@@ -99,8 +99,9 @@ def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, 
     """Exact Hessian times ``vector`` from the prefix/suffix expected path scores.
 
     ``vector`` may hold anything on dead frames: the frame-wise term does not mix
-    frames and the result is masked. The coupling term is the posterior covariance of the state indicators with the
-    path score: ``occupancy * (q - E[q])``, ``q = prefix + suffix``.
+    frames and the result is masked. The coupling term is the posterior covariance
+    of the state indicators with the path score: ``occupancy * (q - E[q])``,
+    ``q = prefix + suffix``.
     """
     occupied = occupancy(log_alpha, log_beta)
     score = prefix + suffix

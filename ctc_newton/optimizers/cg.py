@@ -79,7 +79,7 @@ def _select(cases, default):
     """The value of the first true condition in ``[(condition, value), ...]``."""
     out = default
     for condition, value in reversed(cases):
-        out = tf.nest.map_structure(lambda a, b: tf.where(condition, a, b), value, out)
+        out = tf.nest.map_structure(lambda a, b, c=condition: tf.where(c, a, b), value, out)
     return out
 
 

@@ -103,7 +103,10 @@ class LBFGS(SecondOrderOptimizer):
             return self.results
         if self._read(self.has_memory) != 1.0:
             return None
-        cast = lambda v: tf.cast(tf.convert_to_tensor(v), dtype)
+
+        def cast(v):
+            return tf.cast(tf.convert_to_tensor(v), dtype)
+
         return Results(converged=tf.constant(False), failed=tf.constant(False),
                        num_iterations=tf.constant(int(self._read(self.memory_iterations))),
                        num_objective_evaluations=tf.constant(0),

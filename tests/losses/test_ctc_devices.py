@@ -31,7 +31,8 @@ def graph_ops(concrete):
 
 
 def test_every_op_has_a_gpu_kernel():
-    if not any(k.device_type == "GPU" for k in kernels.get_registered_kernels_for_op("MatMul").kernel):
+    matmul = kernels.get_registered_kernels_for_op("MatMul").kernel
+    if not any(k.device_type == "GPU" for k in matmul):
         pytest.skip("this TensorFlow build has no GPU kernels to check against")
     set_xla(False)  # inspect the plain TF ops that XLA would otherwise compile
     try:

@@ -155,7 +155,10 @@ def test_an_interrupt_anywhere_leaves_the_last_accepted_point(method, every):
         try:
             args = ((least_squares_oracle(v, loss),) if method in (
                 "gauss-newton", "hessian-free") else (loss, [v]))
-            record = lambda r: points.append(np.array(r.x[0]).reshape(-1).copy())
+
+            def record(r):
+                points.append(np.array(r.x[0]).reshape(-1).copy())
+
             # The reference run records the accepted points; the others run unobserved.
             minimize(*args, method=method, maxiter=6, callback=record if n == 0 else None)
         except KeyboardInterrupt:
