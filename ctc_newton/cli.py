@@ -329,23 +329,39 @@ def cmd_compare(args) -> int:
     return 0
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where the help text explains a None."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ctc-newton", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--epochs", type=_positive_int, default=6)
+        p.add_argument("--epochs", type=_positive_int, default=6, help="passes over the data")
         p.add_argument("--batch-size", type=_positive_int, default=None,
                        help="default: 32 for adam, 250 for the second-order methods")
-        p.add_argument("--train-size", type=_positive_int, default=2000)
-        p.add_argument("--test-size", type=_positive_int, default=500)
-        p.add_argument("--max-digits", type=_positive_int, default=5)
-        p.add_argument("--units", type=_positive_int, default=32)
+        p.add_argument("--train-size", type=_positive_int, default=2000,
+                       help="training digit lines")
+        p.add_argument("--test-size", type=_positive_int, default=500,
+                       help="test digit lines (glyphs never seen in training)")
+        p.add_argument("--max-digits", type=_positive_int, default=5,
+                       help="longest line, in digits")
+        p.add_argument("--units", type=_positive_int, default=32,
+                       help="GRU units in each direction")
         p.add_argument("--learning-rate", type=float, default=1e-2, help="adam only")
-        p.add_argument("--seed", type=_seed, default=0)
+        p.add_argument("--seed", type=_seed, default=0,
+                       help="data split and initialization")
 
-    train = commands.add_parser("train", help="train the digit-line recognizer")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="hessian-free")
+    train = commands.add_parser("train", help="train the digit-line recognizer",
+                                formatter_class=_HelpWithDefaults)
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="hessian-free",
+                       help="second-order method, or adam as the baseline")
     train.add_argument("--output", default="digit_lines.keras",
                        help="where to save the trained model (.keras)")
     train.add_argument("--progress", action="store_true", help="show Keras' progress bar")
@@ -353,11 +369,13 @@ def parser() -> argparse.ArgumentParser:
                        help="continue from the checkpoint that an interrupted run with the "
                             "same arguments left beside --output (saved after every epoch)")
     common(train)
-    compare = commands.add_parser("compare", help="compare optimizers from one start")
+    compare = commands.add_parser("compare", help="compare optimizers from one start",
+                                  formatter_class=_HelpWithDefaults)
     compare.add_argument("--optimizers", type=_optimizer_list,
-                         default=["adam", "hessian-free"],
+                         default="adam,hessian-free",
                          help=f"comma-separated, from {', '.join(OPTIMIZERS)}")
-    compare.add_argument("--output-dir", default="compare_results")
+    compare.add_argument("--output-dir", default="compare_results",
+                         help="where the plot and the table go")
     common(compare)
     return top
 

@@ -113,3 +113,12 @@ def test_method_names_mean_the_same_optimizer_in_minimize_and_the_command_line()
     assert set(cli.OPTIMIZERS) - {"adam"} == set(registry.METHODS)
     for name in registry.METHODS:
         assert type(cli.make_optimizer(name)) is registry.OPTIMIZERS[name]
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: hessian-free)" in text and "(default: 6)" in text
+    assert "(default: None)" not in text
+    assert cli.parser().parse_args(["compare"]).optimizers == ["adam", "hessian-free"]
