@@ -1,10 +1,11 @@
-"""The ``ctc-newton`` command line: train and compare on the digit-lines task.
+"""The ``ctc-newton`` command line: train, compare and transcribe on the digit-lines task.
 
 ``ctc-newton train`` trains the recurrent CTC recognizer on handwritten digit lines
 (scikit-learn's digits, shipped with the package) with a chosen optimizer, printing
 per-epoch training loss and test label error rate, a few decoded test lines, and
 saving the model. ``ctc-newton compare`` trains several optimizers from the same
 initialization and writes a plot and a table against epochs and wall-clock time.
+``ctc-newton transcribe`` decodes input sequences with a saved model.
 """
 
 import argparse
@@ -14,6 +15,8 @@ import sys
 import tempfile
 import time
 from typing import Dict, List, Optional
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -62,6 +65,17 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 
@@ -270,6 +284,72 @@ def cmd_train(args) -> int:
     return 0
 
 
+DIGITS = "0123456789"
+
+
+def read_inputs(path: str) -> np.ndarray:
+    """``[N, T, F]`` float32 inputs from a ``.npy`` array (``[T, F]``: one sequence) or a
+    ``.npz`` holding ``inputs``; padded frames as the model's Masking layer expects."""
+    if path.endswith(".npz"):
+        with np.load(path) as archive:
+            if "inputs" not in archive:
+                raise ValueError(f"{path} holds {sorted(archive)}, not `inputs`")
+            inputs = archive["inputs"]
+    else:
+        inputs = np.load(path)
+    inputs = np.asarray(inputs, np.float32)
+    if inputs.ndim == 2:
+        inputs = inputs[np.newaxis]
+    if inputs.ndim != 3:
+        raise ValueError(f"{path}: inputs must be [sequences, frames, features] or "
+                         f"[frames, features], got shape {inputs.shape}")
+    return inputs
+
+
+def transcribe(model, inputs: np.ndarray, beam_width: int = 0,
+               batch_size: int = 256) -> List[List[int]]:
+    """Decoded label ids (blank 0 removed) of each input sequence.
+
+    Frames the model masks (its Masking layer) are not decoded; a model without a
+    mask decodes every frame. ``beam_width`` 0 is greedy decoding, else prefix beam
+    search with that many beams.
+    """
+    import tensorflow as tf
+
+    from ctc_newton import beam_search_decode, greedy_decode
+    from ctc_newton._keras_adapter import get_keras_mask
+
+    decoded = []
+    for start in range(0, len(inputs), batch_size):
+        logits = model(inputs[start:start + batch_size], training=False)
+        mask = get_keras_mask(logits)
+        length = None if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        if beam_width:
+            best = beam_search_decode(logits, length, beam_width=beam_width).labels.to_list()
+            decoded.extend(paths[0] for paths in best)
+        else:
+            decoded.extend(greedy_decode(logits, length).labels.to_list())
+    return decoded
+
+
+def cmd_transcribe(args) -> int:
+    import keras
+
+    model = keras.models.load_model(args.model)  # ctc_newton's classes are registered
+    inputs = read_inputs(args.inputs)
+    num_classes = model.output_shape[-1]
+    if args.alphabet and len(args.alphabet) != num_classes - 1:
+        raise ValueError(f"--alphabet has {len(args.alphabet)} symbols but the model has "
+                         f"{num_classes - 1} labels besides the blank; pass one symbol per "
+                         "label, or --alphabet '' for label ids")
+    for labels in transcribe(model, inputs, args.beam_width):
+        if args.alphabet:
+            print("".join(args.alphabet[k - 1] for k in labels))
+        else:
+            print(" ".join(str(k) for k in labels))
+    return 0
+
+
 def cmd_compare(args) -> int:
     try:
         import matplotlib
@@ -369,6 +449,20 @@ def parser() -> argparse.ArgumentParser:
                        help="continue from the checkpoint that an interrupted run with the "
                             "same arguments left beside --output (saved after every epoch)")
     common(train)
+    read = commands.add_parser(
+        "transcribe", formatter_class=_HelpWithDefaults,
+        help="decode input sequences with a trained model, one line per sequence",
+        description="Decodes each input sequence with a model saved by `ctc-newton train` "
+                    "(or any Keras CTC model whose outputs are per-frame logits, blank 0): "
+                    "one line per sequence on stdout.")
+    read.add_argument("model", help="a saved model (.keras)")
+    read.add_argument("inputs", help="a .npy array [sequences, frames, features] (or "
+                                     "[frames, features]), or a .npz holding `inputs`; "
+                                     "pad with the value the model masks")
+    read.add_argument("--beam-width", type=_non_negative_int, default=0,
+                      help="0: greedy decoding; else prefix beam search with this many beams")
+    read.add_argument("--alphabet", default=DIGITS,
+                      help="the symbol of each label 1, 2, ...; '' prints label ids")
     compare = commands.add_parser("compare", help="compare optimizers from one start",
                                   formatter_class=_HelpWithDefaults)
     compare.add_argument("--optimizers", type=_optimizer_list,
@@ -382,6 +476,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "transcribe":
+        for name in ("model", "inputs"):
+            if not os.path.isfile(getattr(args, name)):
+                parser().error(f"{name} {getattr(args, name)!r}: no such file")
+        try:
+            return cmd_transcribe(args)
+        except ValueError as error:
+            parser().error(str(error))
     if args.command == "train":
         if not args.output.endswith(".keras"):
             parser().error("--output must end with .keras")

@@ -122,3 +122,43 @@ def test_help_shows_the_defaults(capsys):
     assert "(default: hessian-free)" in text and "(default: 6)" in text
     assert "(default: None)" not in text
     assert cli.parser().parse_args(["compare"]).optimizers == ["adam", "hessian-free"]
+
+
+def test_transcribe_decodes_a_saved_model_as_the_python_path_does(tmp_path, capsys):
+    import tensorflow as tf
+
+    from ctc_newton import CTCLoss, beam_search_decode, greedy_decode
+    from ctc_newton.optimizers import HessianFree
+    from ctc_newton.recognizer import build_recognizer
+
+    data = load_digit_lines(num_train=4, num_test=6, max_digits=3, seed=1)
+    model = build_recognizer(units=4, seed=0)
+    model.compile(optimizer=HessianFree(), loss=CTCLoss())  # saved with its optimizer
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "lines.npy", data.test.inputs)
+    np.savez(tmp_path / "lines.npz", inputs=data.test.inputs[:2])
+
+    # The documented Python path: import ctc_newton (registers its classes), load, decode.
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    logits = loaded(data.test.inputs, training=False)
+    length = tf.constant(data.test.input_length)
+    greedy = greedy_decode(logits, length).labels.to_list()
+    beam = [paths[0] for paths in
+            beam_search_decode(logits, length, beam_width=8).labels.to_list()]
+    assert greedy == [[d + 1 for d in row] for row in decode(loaded, data.test.inputs,
+                                                                data.test.input_length)]
+
+    assert cli.main(["transcribe", str(tmp_path / "m.keras"), str(tmp_path / "lines.npy")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "".join(str(k - 1) for k in row) for row in greedy]
+    assert cli.main(["transcribe", str(tmp_path / "m.keras"), str(tmp_path / "lines.npz"),
+                     "--beam-width", "8", "--alphabet", ""]) == 0
+    assert capsys.readouterr().out.splitlines() == [" ".join(map(str, row)) for row in beam[:2]]
+
+    with pytest.raises(SystemExit):
+        cli.main(["transcribe", str(tmp_path / "m.keras"), str(tmp_path / "lines.npy"),
+                  "--alphabet", "abc"])
+    assert "--alphabet has 3 symbols but the model has 10 labels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["transcribe", str(tmp_path / "missing.keras"), str(tmp_path / "lines.npy")])
+    assert "no such file" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 import sysconfig
 import zipfile
 
+import numpy as np
 import pytest
 
 import ctc_newton
@@ -47,6 +48,13 @@ def test_the_wheel_installs_in_a_fresh_environment_and_trains(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "m.keras").exists()
+    from ctc_newton.datasets import load_digit_lines
+
+    np.save(tmp_path / "lines.npy", load_digit_lines(num_train=1, num_test=3).test.inputs)
+    lines = subprocess.run([command, "transcribe", str(tmp_path / "m.keras"),
+                            str(tmp_path / "lines.npy")], check=True, capture_output=True,
+                           text=True, cwd=tmp_path).stdout.splitlines()
+    assert len(lines) == 3 and all(set(line) <= set("0123456789") for line in lines)
     where = subprocess.run([str(python), "-c", "import ctc_newton; print(ctc_newton.__file__)"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     assert str(venv) in where  # the installed copy, not the checkout
