@@ -22,10 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The second-order names are ctc_newton.optimizers.registry's (a test checks); listed
 # here so that --help does not import TensorFlow.
-OPTIMIZERS = ("hessian-free", "gauss-newton", "trust-ncg", "newton-cg", "lbfgs", "adam")
+OPTIMIZERS = ("hessian-free", "gauss-newton", "trust-ncg", "newton-cg", "lbfgs",
+              "levenberg-marquardt", "adam")
 # Second-order steps want larger batches; Adam wants many small ones.
 DEFAULT_BATCH = {"adam": 32, "lbfgs": 500, "hessian-free": 250, "gauss-newton": 250,
-                 "trust-ncg": 250, "newton-cg": 250}
+                 "trust-ncg": 250, "newton-cg": 250, "levenberg-marquardt": 250}
 
 
 MIN_DAMPING = 1e-2
@@ -55,6 +56,8 @@ MINI_BATCH_SETTINGS = {
     "trust-ncg": dict(max_cg_iterations=50),
     "newton-cg": dict(max_cg_iterations=50),
     "lbfgs": dict(max_iterations=10),
+    # CTC is not least squares: Gauss-Newton products with lambda I, Nielsen's rule.
+    "levenberg-marquardt": dict(damping=1.0, max_cg_iterations=50, min_damping=MIN_DAMPING),
 }
 
 

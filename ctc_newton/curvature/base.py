@@ -85,6 +85,12 @@ class Oracle(abc.ABC):
         return self.curvature_vector_product(vector, "gauss_newton")
 
     @property
+    def supports_residual_jacobian(self) -> bool:
+        """Whether the loss is ``1/2 |r|^2`` of residuals whose Jacobian the oracle
+        builds (`CurvatureOracle.from_residuals`): dense Levenberg-Marquardt steps."""
+        return False
+
+    @property
     @abc.abstractmethod
     def supports_squared_gradients(self) -> bool:
         """Whether `squared_gradient_diagonal` exists (a per-example loss is known)."""

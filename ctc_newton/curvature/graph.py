@@ -88,17 +88,21 @@ class GraphOracle(Oracle):
       restore: variables a forward pass may change as a side effect.
       supports_gauss_newton: whether the loss has an output/loss split.
       supports_squared_gradients: whether a per-example loss is known.
+      supports_residual_jacobian: whether the loss is least squares of residuals
+        (the tape oracles inside `solve` then give `residual_jacobian`).
     """
 
     def __init__(self, functions: GraphFunctions, variables: Sequence[tf.Variable], *,
                  batch=(), restore: Sequence[tf.Variable] = (),
-                 supports_gauss_newton: bool = True, supports_squared_gradients: bool = True):
+                 supports_gauss_newton: bool = True, supports_squared_gradients: bool = True,
+                 supports_residual_jacobian: bool = False):
         self.variables = list(variables)
         self._functions = functions
         self._batch = tuple(batch)
         self._restore = list(restore)
         self._gauss_newton = supports_gauss_newton
         self._squared_gradients = supports_squared_gradients
+        self._residual_jacobian = supports_residual_jacobian
         self.num_function_evaluations = 0
         self.num_gradient_evaluations = 0
         self.num_curvature_products = 0
@@ -111,6 +115,10 @@ class GraphOracle(Oracle):
     @property
     def supports_squared_gradients(self) -> bool:
         return self._squared_gradients
+
+    @property
+    def supports_residual_jacobian(self) -> bool:
+        return self._residual_jacobian
 
     # Every call starts from the side-effect state at the point and leaves it so.
     def _call(self, fn, *args):

@@ -19,6 +19,7 @@ Products:
   Gauss-Newton, cross-entropy from logits, MSE).
 """
 
+import math
 from typing import Callable, List, Optional, Sequence
 
 import keras
@@ -94,6 +95,8 @@ class CurvatureOracle(Oracle):
         loss (for the squared-gradient diagonal), or None.
       restore_variables: variables whose values the forward pass may change as a
         side effect (BatchNorm statistics) and that linearizing must leave alone.
+      residuals: the outputs are a residual vector ``r`` and the output loss is
+        ``1/2 |r|^2`` (set by `from_residuals`; enables `residual_jacobian`).
     """
 
     def __init__(self, variables: Sequence[tf.Variable], *,
@@ -102,7 +105,8 @@ class CurvatureOracle(Oracle):
                  output_loss_fn: Optional[Callable[[object], tf.Tensor]] = None,
                  regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
                  per_example_fn: Optional[Callable[[object], tf.Tensor]] = None,
-                 restore_variables: Sequence[tf.Variable] = ()):
+                 restore_variables: Sequence[tf.Variable] = (),
+                 residuals: bool = False):
         self.variables = list(variables)
         # Tapes take the backing tf.Variable of a Keras variable (its own dtype is a string,
         # which breaks zero-filled unconnected gradients).
@@ -120,6 +124,7 @@ class CurvatureOracle(Oracle):
         self._regularization_fn = regularization_fn
         self._per_example_fn = per_example_fn
         self._restore = list(restore_variables)
+        self._residuals = residuals
         self.num_function_evaluations = 0
         self.num_gradient_evaluations = 0
         self.num_curvature_products = 0
@@ -164,6 +169,49 @@ class CurvatureOracle(Oracle):
         """
         return cls(variables, outputs_fn=outputs_fn, output_loss_fn=output_loss_fn,
                    regularization_fn=regularization_fn, per_example_fn=per_example_fn)
+
+    @classmethod
+    def from_residuals(cls, residual_fn: Callable[[], object], variables: Sequence[tf.Variable],
+                       *, weights: Optional[Sequence[float]] = None) -> "CurvatureOracle":
+        """An oracle for the least-squares loss ``1/2 sum_k w_k |r_k|^2`` of residuals.
+
+        The residuals may be any number of tensors of any shapes (a PDE residual at
+        collocation points, boundary terms, data misfits), each with its weight.
+        Gauss-Newton products are ``J^T W J v``; `residual_jacobian` gives the dense
+        Jacobian for Levenberg-Marquardt on problems with few parameters.
+
+        Args:
+          residual_fn: ``() -> tensor or list of tensors`` reading ``variables``.
+          variables: the variables.
+          weights: one non-negative weight per residual tensor (default: all 1).
+
+        Returns:
+          A `CurvatureOracle` (``supports_residual_jacobian``).
+
+        Raises:
+          ValueError: a negative or non-finite weight, or as many weights as
+            residual tensors not given.
+        """
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if not all(math.isfinite(w) and w >= 0 for w in weights):
+                raise ValueError(f"`weights` must be finite and >= 0, got {weights}.")
+        dtype = tf.as_dtype(list(variables)[0].dtype) if variables else tf.float32
+
+        def residual_vector():
+            residuals = residual_fn()
+            residuals = list(residuals) if isinstance(residuals, (list, tuple)) else [residuals]
+            if weights is not None and len(weights) != len(residuals):
+                raise ValueError(f"`weights` has {len(weights)} entries for "
+                                 f"{len(residuals)} residual tensors; give one per tensor.")
+            scales = [1.0] * len(residuals) if weights is None else \
+                [math.sqrt(w) for w in weights]
+            return tf.concat([scale * tf.reshape(tf.cast(r, dtype), [-1])
+                              for scale, r in zip(scales, residuals)], axis=0)
+
+        return cls(variables, outputs_fn=residual_vector,
+                   output_loss_fn=lambda r: 0.5 * tf.reduce_sum(tf.square(r)),
+                   residuals=True)
 
     @classmethod
     def from_keras(cls, model, loss, x, y, sample_weight=None, *,
@@ -371,6 +419,26 @@ class CurvatureOracle(Oracle):
             loss = loss + tf.cast(self._regularization_fn(), loss.dtype)
         return loss
 
+    def residual_jacobian(self):
+        """``(J, r)``: the Jacobian ``[m, n]`` of the (weighted) residual vector at the
+        point w.r.t. the flat variables, and the residuals ``[m]``.
+
+        Raises:
+          ValueError: the oracle was not built with `from_residuals`.
+        """
+        if not self._residuals:
+            raise ValueError("The residual Jacobian needs a least-squares oracle: build it "
+                             "with CurvatureOracle.from_residuals.")
+        jacobians = self._tape.jacobian(self._outputs, self._sources,
+                                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        rows = tf.shape(self._outputs)[0]
+        return (_replica_sum(tf.concat([tf.reshape(j, [rows, -1]) for j in jacobians], 1)),
+                self._outputs)
+
+    @property
+    def supports_residual_jacobian(self) -> bool:
+        return self._residuals
+
     def outputs(self):
         """The model outputs recorded at the point (their Keras mask attached).
 
@@ -516,10 +584,11 @@ class CurvatureOracle(Oracle):
                             output_loss_fn=self._output_loss_fn,
                             regularization_fn=self._regularization_fn,
                             per_example_fn=self._per_example_fn,
-                            restore_variables=self._restore)
+                            restore_variables=self._restore, residuals=self._residuals)
             variables = self.variables
             self._graph_functions = GraphFunctions(
                 lambda: CurvatureOracle(variables, **settings), variables)
         return GraphOracle(self._graph_functions, self.variables, restore=self._restore,
                            supports_gauss_newton=self.supports_gauss_newton,
-                           supports_squared_gradients=self.supports_squared_gradients)
+                           supports_squared_gradients=self.supports_squared_gradients,
+                           supports_residual_jacobian=self.supports_residual_jacobian)

@@ -88,16 +88,17 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
     """Minimizes a full-batch loss with a second-order method.
 
     Args:
-      fun_or_oracle: an oracle (required for ``"gauss-newton"`` and
-        ``"hessian-free"``, which need a model/loss split: build it with
-        ``CurvatureOracle.from_keras`` or ``from_outputs``), or a function: of no
+      fun_or_oracle: an oracle (required for ``"gauss-newton"``, ``"hessian-free"``
+        and ``"levenberg-marquardt"``, which need a model/loss split: build it with
+        ``CurvatureOracle.from_keras``, ``from_outputs`` or, for least squares,
+        ``from_residuals``), or a function: of no
         arguments reading ``variables``, or of one tensor shaped like ``x0``.
       variables_or_x0: the list of ``tf.Variable``s the function reads, or a flat
         (or any-shape) initial point; None with an oracle.
       method: one of ``"newton-cg"``, ``"trust-ncg"``, ``"gauss-newton"``,
-        ``"hessian-free"``, ``"lbfgs"``. ``"lbfgs"`` traces the loss into one
-        ``tf.function`` with the L-BFGS loop (a loss that cannot be traced runs eagerly,
-        with a warning).
+        ``"hessian-free"``, ``"lbfgs"``, ``"levenberg-marquardt"``. ``"lbfgs"`` traces
+        the loss into one ``tf.function`` with the L-BFGS loop (a loss that cannot be
+        traced runs eagerly, with a warning).
       gtol: stop when the gradient's Euclidean norm is below this (L-BFGS: its
         sup-norm, tfp's ``tolerance``).
       xtol: (``"newton-cg"``) stop when ``sum |update| <= xtol * n``, as scipy does.

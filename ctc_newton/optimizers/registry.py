@@ -9,6 +9,7 @@ from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 from ctc_newton.optimizers.hessian_free import HessianFree
 from ctc_newton.optimizers.lbfgs import LBFGS
+from ctc_newton.optimizers.levenberg_marquardt import LevenbergMarquardt
 from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
 from ctc_newton.optimizers.trust_ncg import TrustRegionNewtonCG
 
@@ -18,6 +19,7 @@ OPTIMIZERS: Dict[str, Type[SecondOrderOptimizer]] = {
     "gauss-newton": GaussNewton,
     "hessian-free": HessianFree,
     "lbfgs": LBFGS,
+    "levenberg-marquardt": LevenbergMarquardt,
 }
 METHODS = tuple(OPTIMIZERS)
 
