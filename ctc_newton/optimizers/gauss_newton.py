@@ -65,6 +65,22 @@ class GaussNewton(SecondOrderOptimizer):
             self.nu.assign(nu)
         self.damping.assign(max(damping, self.min_damping))
 
+    def _solve(self, oracle, gradient, damping):
+        """``(step, undamped model change, non-finite?, CG iterations)`` for ``lambda``."""
+        max_iterations, tolerance = self.max_cg_iterations, self.cg_tolerance
+
+        def solve(o, gradient, damping):
+            curvature = FlatProblem(o).product("gauss_newton")
+            return cg.martens(lambda v: curvature(v) + damping * v, -gradient,
+                              tf.zeros_like(gradient), max_iterations, tolerance=tolerance)
+
+        solution = oracle.solve(("gauss_newton", max_iterations, tolerance), solve, gradient,
+                                tf.constant(damping, gradient.dtype))
+        p = solution.step
+        # CG's model value includes the damping term; rho compares with the undamped one.
+        predicted = float(solution.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
+        return p, predicted, bool(solution.nonfinite), int(solution.iterations)
+
     def _step(self, oracle, curvature_oracle=None):
         problem, value, gradient, finite = self._start(oracle)
         if not finite:
@@ -75,23 +91,13 @@ class GaussNewton(SecondOrderOptimizer):
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
         x = problem.position()
-        max_iterations, tolerance = self.max_cg_iterations, self.cg_tolerance
-
-        def solve(o, gradient, damping):
-            curvature = FlatProblem(o).product("gauss_newton")
-            return cg.martens(lambda v: curvature(v) + damping * v, -gradient,
-                              tf.zeros_like(gradient), max_iterations, tolerance=tolerance)
-
-        solution = (curvature_oracle or oracle).solve(
-            ("gauss_newton", max_iterations, tolerance), solve, gradient,
-            tf.constant(damping, gradient.dtype))
-        record = dict(damping=damping, cg_iterations=int(solution.iterations))
-        if bool(solution.nonfinite):
+        p, predicted, nonfinite, iterations = self._solve(curvature_oracle or oracle, gradient,
+                                                          damping)
+        record = dict(damping=damping, cg_iterations=iterations)
+        if nonfinite:
             self._adapt(float("nan"))
             return StepResult.rejected(value, "non-finite curvature product; damping raised",
                                        **record)
-        p = solution.step
-        predicted = float(solution.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, predicted)
         self._adapt(rho)

@@ -9,17 +9,12 @@ by CG on Gauss-Newton products. ``lambda`` follows Nielsen's rule.
 """
 
 import collections
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton.optimizers import cg
-from ctc_newton.optimizers._flat import FlatProblem
-from ctc_newton.optimizers.base import SecondOrderOptimizer
-from ctc_newton.optimizers.damping import nielsen_update, reduction_ratio
-from ctc_newton.optimizers.step_result import StepResult
+from ctc_newton.optimizers.gauss_newton import GaussNewton
 
 DenseSolution = collections.namedtuple(
     "DenseSolution", ["step", "model_value", "scale", "nonfinite", "iterations"])
@@ -54,15 +49,17 @@ def dense_step(oracle, gradient, damping, scale) -> DenseSolution:
 
 
 @keras.saving.register_keras_serializable(package="ctc_newton")
-class LevenbergMarquardt(SecondOrderOptimizer):
+class LevenbergMarquardt(GaussNewton):
     """Levenberg-Marquardt on residuals (dense) or on Gauss-Newton products (CG).
 
-    ``rho`` compares the actual change with the undamped quadratic model; the
-    step is taken when the loss decreases (``rho > 0``). A non-finite loss,
-    gradient, Jacobian or trial loss rejects the step and raises ``lambda``.
+    `GaussNewton` with Nielsen's rule, plus the dense Marquardt-scaled step on
+    least-squares oracles with at most ``dense_limit`` parameters. ``rho``
+    compares the actual change with the undamped quadratic model; the step is
+    taken when the loss decreases. A non-finite loss, gradient, Jacobian or trial
+    loss rejects the step and raises ``lambda``.
 
     Args:
-      damping: initial ``lambda`` (> 0), relative to the diagonal ``D``.
+      damping: initial ``lambda`` (> 0); relative to ``D`` on the dense path.
       dense_limit: largest parameter count solved densely (least-squares oracles).
       max_cg_iterations: CG cap on the matrix-free path.
       cg_tolerance: CG stops at ``|r| <= cg_tolerance |g|``.
@@ -70,25 +67,14 @@ class LevenbergMarquardt(SecondOrderOptimizer):
       name: module name.
     """
 
-    needs_gauss_newton = True
-
     def __init__(self, damping: float = 1e-3, dense_limit: int = 4000,
                  max_cg_iterations: int = 250, cg_tolerance: float = 1e-10,
                  min_damping: float = 1e-15, name: str = "levenberg_marquardt"):
-        super().__init__(name=name)
-        self._check_positive("damping", damping)
-        self._check_positive("min_damping", min_damping, allow_zero=True)
+        super().__init__(damping=damping, rule="nielsen", max_cg_iterations=max_cg_iterations,
+                         cg_tolerance=cg_tolerance, min_damping=min_damping, name=name)
         if dense_limit < 0:
             raise ValueError(f"`dense_limit` must be >= 0, got {dense_limit}.")
-        if max_cg_iterations < 1:
-            raise ValueError(f"`max_cg_iterations` must be >= 1, got {max_cg_iterations}.")
-        self.initial_damping = damping
         self.dense_limit = dense_limit
-        self.max_cg_iterations = max_cg_iterations
-        self.cg_tolerance = cg_tolerance
-        self.min_damping = min_damping
-        self.damping = self._scalar_state("damping", damping)
-        self.nu = self._scalar_state("nu", 2.0)
         self.scale = None  # created by build (the size of the problem)
 
     def build(self, variables):
@@ -97,61 +83,18 @@ class LevenbergMarquardt(SecondOrderOptimizer):
         self.scale = self.add_variable((size,), dtype="float64", name="marquardt_scale")
 
     def _config(self):
-        return dict(damping=self.initial_damping, dense_limit=self.dense_limit,
-                    max_cg_iterations=self.max_cg_iterations, cg_tolerance=self.cg_tolerance,
-                    min_damping=self.min_damping)
-
-    def _adapt(self, rho):
-        damping, nu = nielsen_update(self._read(self.damping), self._read(self.nu), rho)
-        self.nu.assign(nu)
-        self.damping.assign(max(damping, self.min_damping))
+        config = dict(super()._config(), dense_limit=self.dense_limit)
+        del config["rule"]
+        return config
 
     def _solve(self, oracle, gradient, damping):
-        if oracle.supports_residual_jacobian and int(gradient.shape[0]) <= self.dense_limit:
-            scale = tf.cast(tf.convert_to_tensor(self.scale), gradient.dtype)
-            solution = oracle.solve(("levenberg_marquardt_dense",), dense_step, gradient,
-                                    tf.constant(damping, gradient.dtype), scale)
-            if not bool(solution.nonfinite):
-                self.scale.assign(tf.cast(solution.scale, self.scale.dtype))
-            return solution.step, solution.model_value, solution.nonfinite, 0
-        max_iterations, tolerance = self.max_cg_iterations, self.cg_tolerance
-
-        def solve(o, gradient, damping):
-            curvature = FlatProblem(o).product("gauss_newton")
-            return cg.martens(lambda v: curvature(v) + damping * v, -gradient,
-                              tf.zeros_like(gradient), max_iterations, tolerance=tolerance)
-
-        solution = oracle.solve(("levenberg_marquardt_cg", max_iterations, tolerance), solve,
-                                gradient, tf.constant(damping, gradient.dtype))
-        # CG's model value includes the damping term; the ratio wants the undamped one.
-        model_value = float(solution.model_value) - \
-            0.5 * damping * float(tf.reduce_sum(solution.step ** 2))
-        return solution.step, model_value, solution.nonfinite, int(solution.iterations)
-
-    def _step(self, oracle, curvature_oracle=None):
-        problem, value, gradient, finite = self._start(oracle)
-        if not finite:
-            self._adapt(math.nan)
-            return StepResult.rejected(value, "non-finite loss or gradient; damping raised")
-        if not bool(tf.reduce_any(gradient != 0)):
-            return StepResult.stationary(value)
-        self.iterations.assign_add(1)
-        damping = self._read(self.damping)
-        x = problem.position()
-        step, model_value, nonfinite, iterations = self._solve(
-            curvature_oracle or oracle, gradient, damping)
-        record = dict(damping=damping, cg_iterations=iterations)
-        if bool(nonfinite):
-            self._adapt(math.nan)
-            return StepResult.rejected(value, "non-finite Jacobian or curvature product; "
-                                       "damping raised", **record)
-        trial = problem.value_at(x + step)
-        rho = reduction_ratio(trial - value, float(model_value))
-        self._adapt(rho)
-        accepted = math.isfinite(trial) and trial < value
-        problem.settle(accepted, x)
-        return StepResult(value=value, accepted=accepted, rho=rho,
-                          step_size=float(tf.norm(step)),
-                          value_after=trial if accepted else value,
-                          note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
-                          **record)
+        if not (oracle.supports_residual_jacobian and
+                int(gradient.shape[0]) <= self.dense_limit):
+            return super()._solve(oracle, gradient, damping)
+        scale = tf.cast(tf.convert_to_tensor(self.scale), gradient.dtype)
+        solution = oracle.solve(("levenberg_marquardt_dense",), dense_step, gradient,
+                                tf.constant(damping, gradient.dtype), scale)
+        nonfinite = bool(solution.nonfinite)
+        if not nonfinite:
+            self.scale.assign(tf.cast(solution.scale, self.scale.dtype))
+        return solution.step, float(solution.model_value), nonfinite, 0
