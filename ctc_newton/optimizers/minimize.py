@@ -12,6 +12,7 @@ import tensorflow as tf
 from ctc_newton.curvature import CurvatureOracle, flatten
 from ctc_newton.curvature.base import Oracle
 from ctc_newton.optimizers import registry
+from ctc_newton.optimizers._bounded import minimize_bounded
 from ctc_newton.optimizers._flat import check_variables
 from ctc_newton.optimizers.lbfgs import LBFGS
 from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
@@ -84,7 +85,7 @@ def _compile(oracle):
 def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
              gtol: float = 1e-5, xtol: float = 1e-5, maxiter: Optional[int] = None,
              callback: Optional[Callable] = None, display: bool = False,
-             compiled: bool = True, **options) -> OptimizeResult:
+             compiled: bool = True, bounds=None, **options) -> OptimizeResult:
     """Minimizes a full-batch loss with a second-order method.
 
     Args:
@@ -112,6 +113,10 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         traced once (a `CurvatureOracle` is wrapped by its ``compiled()``
         `GraphOracle`; L-BFGS runs its whole loop in one). False runs eagerly, for
         debugging. A loss that cannot be traced runs eagerly, with a warning.
+      bounds: (``"lbfgs"`` only) a ``scipy.optimize.Bounds``, one ``(low, high)``
+        pair for every element, or one pair per element of the flat variables (None:
+        unbounded on that side). The run is scipy's L-BFGS-B on the compiled loss
+        and gradient; the start is clipped into the bounds.
       **options: passed to the optimizer class (e.g. ``damping=``, ``rule=``,
         ``max_cg_iterations=``, ``initial_radius=``).
 
@@ -122,8 +127,9 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
 
     Raises:
       ValueError: unknown method, bad tolerances or ``maxiter``, no variables,
-        variables of mixed dtypes, or a method that needs a Gauss-Newton product
-        given a plain function.
+        variables of mixed dtypes, a method that needs a Gauss-Newton product
+        given a plain function, or ``bounds`` that do not fit (or with a method
+        other than ``"lbfgs"``).
     """
     optimizer = registry.get(method, **options)
     if not (gtol >= 0 and xtol >= 0):
@@ -164,6 +170,13 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
                                if key != "note")
             print(f"[{method}] {fields}", file=sys.stdout, flush=True)
 
+    if bounds is not None:
+        if not isinstance(optimizer, LBFGS):
+            raise ValueError(f"`bounds` works with method='lbfgs' (scipy's L-BFGS-B on the "
+                             f"compiled loss), not method={method!r}.")
+        oracle = _compile(oracle) if compiled else oracle.linearize()
+        return minimize_bounded(oracle, bounds, gtol, 500 if maxiter is None else maxiter,
+                                callback, report, result)
     if isinstance(optimizer, LBFGS):
         oracle.linearize()
         return _minimize_lbfgs(optimizer, oracle, options, gtol,
