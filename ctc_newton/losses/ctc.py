@@ -364,9 +364,11 @@ def ctc_hessian_vector_product(labels, logits, label_length, logit_length, vecto
     Hessian is ``blockdiag_t(diag(y_t) - y_t y_t^T) - Cov_{pi|z,x}(e(pi))``:
     indefinite in general.
 
+    ``labels``, ``logits``, ``label_length``, ``logit_length``,
+    ``logits_time_major``, ``blank_index``, ``zero_infinity`` and
+    ``validate_args`` are as in `ctc_loss`.
+
     Args:
-      labels, logits, label_length, logit_length, logits_time_major, blank_index,
-      zero_infinity, validate_args: as in `ctc_loss`.
       vector: a tensor shaped like ``logits``.
 
     Returns:
