@@ -44,7 +44,8 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
     """L-BFGS-B from the oracle's point within ``bounds``; see `minimize`.
 
     A non-finite loss counts as +inf (the line search steps back); the variables
-    are left at scipy's final iterate, which is feasible and finite.
+    are left at scipy's final iterate, which is feasible and finite. If anything
+    raises (Ctrl-C too) they are put back at the last accepted iterate first.
     """
     lower, upper = flat_bounds(bounds, oracle.size)
     dtype = tf.as_dtype(oracle.variables[0].dtype)
@@ -60,8 +61,9 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
         return value, gradient
 
     def watch(intermediate_result):
-        nonlocal iterations
+        nonlocal iterations, accepted
         iterations += 1
+        accepted = np.array(intermediate_result.x)  # scipy updates its x in place
         report({"iteration": iterations, "value": float(intermediate_result.fun)})
         if callback is not None:
             oracle.assign_flat(tf.constant(intermediate_result.x, dtype))
@@ -69,11 +71,16 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
             if callback(result("running", False, 1, iterations)):
                 raise StopIteration
 
-    start = np.clip(oracle.flat_position().numpy().astype(np.float64), lower, upper)
-    outcome = scipy.optimize.minimize(
-        value_and_gradient, start, jac=True, method="L-BFGS-B",
-        bounds=scipy.optimize.Bounds(lower, upper), callback=watch,
-        options=dict(maxiter=maxiter, gtol=gtol))
+    start = oracle.flat_position().numpy().astype(np.float64)
+    accepted = start  # until the first iteration: where the variables were
+    try:
+        outcome = scipy.optimize.minimize(
+            value_and_gradient, np.clip(start, lower, upper), jac=True, method="L-BFGS-B",
+            bounds=scipy.optimize.Bounds(lower, upper), callback=watch,
+            options=dict(maxiter=maxiter, gtol=gtol))
+    except BaseException:
+        oracle.assign_flat(tf.constant(accepted, dtype))
+        raise
     oracle.assign_flat(tf.constant(outcome.x, dtype))
     oracle.linearize()
     if outcome.status == 99 or "callback" in str(outcome.message).lower():

@@ -44,3 +44,27 @@ def test_bounds_forms_a_callback_stop_and_clear_errors():
                       callback=lambda state: state.nit >= 2)
     assert result.message == "stopped by the callback" and result.nit == 2
     assert np.all((0 <= x.numpy()) & (x.numpy() <= 1.5))  # the start was clipped in
+
+
+def test_an_interrupt_leaves_the_last_accepted_iterate():
+    from tests.optimizers.test_failure_semantics import InterruptAt
+
+    def run(n):
+        x = tf.Variable([-1.2, 1.0], dtype=tf.float64)
+        loss = InterruptAt(lambda: rosenbrock(x), n)
+        points = [x.numpy().copy()]
+        try:
+            minimize(loss, [x], method="lbfgs", bounds=(-2.0, 0.8), maxiter=8, compiled=False,
+                     callback=lambda state: points.append(np.array(state.x[0])) and False)
+        except KeyboardInterrupt:
+            return x.numpy(), points, True
+        return x.numpy(), points, False
+
+    # Eager, so that each evaluation calls the loss (a compiled one runs it only to trace).
+    # The uninterrupted run records every accepted iterate; the others run the same path.
+    _, accepted, interrupted = run(0)
+    assert not interrupted and len(accepted) >= 4
+    for n in (3, 5, 7, 9):  # inside line searches and callbacks, at different iterations
+        x, _, interrupted = run(n)
+        assert interrupted
+        assert any(np.array_equal(x, p) for p in accepted), (n, x, accepted)
