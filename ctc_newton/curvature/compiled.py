@@ -82,15 +82,9 @@ class CompiledKerasOracle(GraphOracle):
         super().__init__(KerasCurvature.get(model, loss), model.trainable_variables,
                          batch=(x, y, sample_weight), restore=model.non_trainable_variables)
 
-    def _value_and_gradient(self):
-        if self._gradient is None:  # one forward pass for the value, gradient and outputs
-            self._value, self._gradient, self._flat_gradient, self._outputs = self._call(
-                self._functions.value_and_gradient)
-            self.num_gradient_evaluations += 1
-        return self._value, self._gradient
-
     def outputs(self):
         """The model outputs at the point (same dropout masks as the products), with
         their Keras mask; computed with the value and gradient."""
         self._value_and_gradient()
-        return with_keras_mask(*self._outputs)
+        outputs_and_mask, = self._extras
+        return with_keras_mask(*outputs_and_mask)

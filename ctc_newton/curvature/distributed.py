@@ -65,8 +65,9 @@ class DistributedKerasOracle(CompiledKerasOracle):
 
     def _value_and_gradient(self):
         if self._gradient is None:  # all-reduced value and gradient; outputs per replica
-            *reduced, self._outputs = super()._call(self._functions.value_and_gradient)
+            *reduced, outputs = super()._call(self._functions.value_and_gradient)
             self._value, self._gradient, self._flat_gradient = self._first(tuple(reduced))
+            self._extras = [outputs]
             self.num_gradient_evaluations += 1
         return self._value, self._gradient
 
@@ -89,7 +90,7 @@ class DistributedKerasOracle(CompiledKerasOracle):
         """The model outputs at the point, per replica (same dropout masks as the products);
         each replica's tensor carries its Keras mask."""
         self._value_and_gradient()
-        outputs, masks = self._outputs
+        (outputs, masks), = self._extras
         if masks is not None:
             for local, mask in zip(self.strategy.experimental_local_results(outputs),
                                    self.strategy.experimental_local_results(masks)):

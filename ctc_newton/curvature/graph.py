@@ -140,8 +140,8 @@ class GraphOracle(Oracle):
         return self
 
     def _value_and_gradient(self):
-        if self._gradient is None:
-            self._value, self._gradient, self._flat_gradient = self._call(
+        if self._gradient is None:  # extras: what a subclass's function returns beside them
+            self._value, self._gradient, self._flat_gradient, *self._extras = self._call(
                 self._functions.value_and_gradient)
             self.num_gradient_evaluations += 1
         return self._value, self._gradient
