@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from _timing import best_seconds, product_chain  # noqa: E402
 from ctc_newton import CTCLoss  # noqa: E402
-from ctc_newton.cli import DEFAULT_BATCH, make_optimizer  # noqa: E402
+from ctc_newton.training import DEFAULT_BATCH, make_optimizer  # noqa: E402
 from ctc_newton.curvature.compiled import KerasCurvature  # noqa: E402
 from ctc_newton.curvature.graph import GraphOracle  # noqa: E402
 from ctc_newton.datasets import load_digit_lines  # noqa: E402

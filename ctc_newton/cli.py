@@ -1,10 +1,12 @@
-"""The ``ctc-newton`` command line: train, compare and transcribe on the digit-lines task.
+"""The ``ctc-newton`` command line: train, compare and transcribe on the bundled CTC tasks.
 
-``ctc-newton train`` trains the recurrent CTC recognizer on handwritten digit lines
-(scikit-learn's digits, shipped with the package) with a chosen optimizer, printing
-per-epoch training loss and test label error rate, a few decoded test lines, and
-saving the model. ``ctc-newton compare`` trains several optimizers from the same
-initialization and writes a plot and a table against epochs and wall-clock time.
+``ctc-newton train`` trains the recurrent CTC recognizer on one of the bundled tasks
+(``--dataset``: handwritten digit lines from scikit-learn's digits, spoken digit lines
+from the Free Spoken Digit Dataset, activity sentences from smartwatch sensors) with a
+chosen optimizer, printing per-epoch training loss and test label error rate, a few
+decoded test sequences, and saving the model. ``ctc-newton compare`` trains several
+optimizers from the same initialization and writes a plot and a table against epochs
+and wall-clock time.
 ``ctc-newton transcribe`` decodes input sequences with a saved model.
 """
 
@@ -13,10 +15,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from ctc_newton.training import DEFAULT_BATCH, make_optimizer, train_one  # noqa: F401
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,43 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # here so that --help does not import TensorFlow.
 OPTIMIZERS = ("hessian-free", "gauss-newton", "trust-ncg", "newton-cg", "lbfgs",
               "levenberg-marquardt", "adam")
-# Second-order steps want larger batches; Adam wants many small ones.
-DEFAULT_BATCH = {"adam": 32, "lbfgs": 500, "hessian-free": 250, "gauss-newton": 250,
-                 "trust-ncg": 250, "newton-cg": 250, "levenberg-marquardt": 250}
-
-
-MIN_DAMPING = 1e-2
-HF_CG_ITERATIONS = 6
-
-
-def make_optimizer(name: str, learning_rate: float = 1e-2):
-    """The optimizer ``--optimizer name`` trains with: the registry's class with the
-    mini-batch settings below (Adam: Keras', with ``learning_rate``)."""
-    if name == "adam":
-        import keras
-        return keras.optimizers.Adam(learning_rate)
-    from ctc_newton.optimizers import registry
-    return registry.get(name, **MINI_BATCH_SETTINGS[name])
-
-
-# The squared per-example-gradient preconditioner costs one backward pass per line
-# for a recurrent model (seconds per step here); the command line leaves it off.
-# Each step's damping adapts on its own batch; a floor keeps one batch's quadratic
-# model from taking over (without it the loss rose again after epoch 3).
-# Short CG runs per mini-batch reach a given error rate sooner in wall-clock time
-# (digit lines, 2 CPU cores: 6 iterations reached 5.0% in 76-101 s, 50 in 211 s).
-MINI_BATCH_SETTINGS = {
-    "hessian-free": dict(damping=1.0, max_cg_iterations=HF_CG_ITERATIONS, preconditioner=False,
-                         min_damping=MIN_DAMPING),
-    "gauss-newton": dict(damping=1.0, max_cg_iterations=50, min_damping=MIN_DAMPING),
-    "trust-ncg": dict(max_cg_iterations=50),
-    "newton-cg": dict(max_cg_iterations=50),
-    "lbfgs": dict(max_iterations=10),
-    # CTC is not least squares: Gauss-Newton products with lambda I, Nielsen's rule.
-    "levenberg-marquardt": dict(damping=1.0, max_cg_iterations=50, min_damping=MIN_DAMPING),
-}
-
-
+# ctc_newton.datasets.TASKS's names (a test checks), listed here for the same reason.
+DATASETS = ("digit-lines", "spoken-digits", "activities")
 def _integer(description: str, low: int, high: Optional[int] = None):
     """An argparse type: an integer in ``[low, high)``, else an error naming ``description``."""
     def parse(text):
@@ -86,58 +54,6 @@ def _optimizer_list(text):
         raise argparse.ArgumentTypeError(
             f"unknown optimizer(s) {unknown or text!r}; choose from {', '.join(OPTIMIZERS)}")
     return names
-
-
-class _EpochLog:
-    """Keras callback recording loss, test label error rate and wall time per epoch."""
-
-    def __init__(self, test, printer=None):
-        import keras
-
-        outer = self
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                outer.start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                from ctc_newton.recognizer import evaluate
-                elapsed = outer.offset + time.perf_counter() - outer.start
-                rate, _ = evaluate(self.model, test)
-                row = {"epoch": epoch + 1, "seconds": elapsed,
-                       "loss": float(logs.get("loss", float("nan"))),
-                       "test_label_error_rate": rate}
-                for key in ("damping", "cg_iterations", "rho"):
-                    if key in logs:
-                        row[key] = float(logs[key])
-                outer.rows.append(row)
-                if printer:
-                    printer(row)
-
-        self.rows: List[Dict] = []
-        self.start = 0.0
-        self.offset = 0.0  # seconds already spent before a resume
-        self.callback = Callback()
-
-
-def train_one(optimizer_name, data, epochs, batch_size, units, seed, learning_rate,
-              printer=None, verbose=0, checkpoint=None):
-    from ctc_newton import CTCLoss
-    from ctc_newton.recognizer import build_recognizer
-
-    model, initial_epoch, rows = None, 0, []
-    if checkpoint is not None and checkpoint.resumable():
-        model, initial_epoch, rows = checkpoint.load()
-    if model is None:
-        model = build_recognizer(units=units, seed=seed)
-        model.compile(optimizer=make_optimizer(optimizer_name, learning_rate), loss=CTCLoss())
-    log = _EpochLog(data.test, printer)
-    log.rows.extend(rows)
-    log.offset = rows[-1]["seconds"] if rows else 0.0
-    callbacks = [log.callback] + ([checkpoint.callback(log)] if checkpoint else [])
-    model.fit(data.train.inputs, data.train.labels, batch_size=batch_size, epochs=epochs,
-              initial_epoch=initial_epoch, verbose=verbose, callbacks=callbacks, shuffle=True)
-    return model, log.rows
 
 
 def save_atomically(model, path: str) -> None:
@@ -222,18 +138,33 @@ def _check_writable(path: str) -> Optional[str]:
     return None
 
 
-def _load(args):
-    from ctc_newton.datasets import load_digit_lines
-    return load_digit_lines(args.train_size, args.test_size, max_digits=args.max_digits,
-                            seed=args.seed)
+def _task(args):
+    """The dataset's `Task`, with the dataset's defaults filled into ``args``."""
+    from ctc_newton.datasets import get_task
+
+    task = get_task(args.dataset)
+    if args.max_labels is None:
+        args.max_labels = task.max_labels
+    if args.units is None:
+        args.units = task.units
+    return task
+
+
+def _load(args, task):
+    try:
+        return task.load(args.train_size, args.test_size, args.max_labels, args.seed)
+    except ImportError as error:
+        raise SystemExit(f"ctc-newton: --dataset {args.dataset}: {error}") from None
 
 
 def cmd_train(args) -> int:
     from ctc_newton.recognizer import evaluate, examples
 
+    task = _task(args)
     batch = args.batch_size or DEFAULT_BATCH[args.optimizer]
-    settings = {k: getattr(args, k) for k in ("optimizer", "epochs", "train_size", "test_size",
-                                              "max_digits", "units", "learning_rate", "seed")}
+    settings = {k: getattr(args, k) for k in ("dataset", "optimizer", "epochs", "train_size",
+                                              "test_size", "max_labels", "units",
+                                              "learning_rate", "seed")}
     settings["batch_size"] = batch
     checkpoint = Checkpoint(args.output, settings)
     if args.resume and not checkpoint.resumable():
@@ -242,9 +173,9 @@ def cmd_train(args) -> int:
     elif not args.resume and checkpoint.resumable():
         checkpoint.remove()  # a stale checkpoint of an earlier run
     print(f"ctc-newton train: {args.optimizer}, {args.epochs} epochs, batch {batch}, "
-          f"{args.train_size} training / {args.test_size} test digit lines "
-          f"(scikit-learn digits; test glyphs never seen in training)", flush=True)
-    data = _load(args)
+          f"{args.train_size} training / {args.test_size} test {task.description}",
+          flush=True)
+    data = _load(args, task)
 
     def printer(row):
         extra = "".join(f", {k} {row[k]:.3g}" for k in ("damping", "cg_iterations")
@@ -255,7 +186,7 @@ def cmd_train(args) -> int:
     try:
         model, _ = train_one(args.optimizer, data, args.epochs, batch, args.units, args.seed,
                              args.learning_rate, printer, verbose=1 if args.progress else 0,
-                             checkpoint=checkpoint)
+                             checkpoint=checkpoint, dataset=args.dataset)
     except KeyboardInterrupt:
         where = (f"the last finished epoch is saved in {checkpoint.model_path}; continue "
                  "with the same command and --resume" if checkpoint.resumable()
@@ -264,9 +195,11 @@ def cmd_train(args) -> int:
         return 130
     rate, decoded = evaluate(model, data.test)
     print(f"final test label error rate: {rate:.4f}")
-    print("decoded test lines:")
-    for row in examples(data.test, decoded, 5):
-        print(f"  truth {row['truth']:>8}   decoded {row['decoded']:>8}")
+    print(f"decoded test {task.noun}:")
+    rows = examples(data.test, decoded, 5, task.alphabet)
+    width = max(len(row["truth"]) for row in rows)
+    for row in rows:
+        print(f"  truth {row['truth']:>{width}}   decoded {row['decoded']}")
     save_atomically(model, args.output)
     checkpoint.remove()
     print(f"saved the model to {args.output}")
@@ -274,6 +207,11 @@ def cmd_train(args) -> int:
 
 
 DIGITS = "0123456789"
+
+
+def _alphabet(text: str) -> List[str]:
+    """``--alphabet``: one character per label, or comma-separated words."""
+    return [w.strip() for w in text.split(",")] if "," in text else list(text)
 
 
 def read_inputs(path: str) -> np.ndarray:
@@ -327,13 +265,15 @@ def cmd_transcribe(args) -> int:
     model = keras.models.load_model(args.model)  # ctc_newton's classes are registered
     inputs = read_inputs(args.inputs)
     num_classes = model.output_shape[-1]
-    if args.alphabet and len(args.alphabet) != num_classes - 1:
-        raise ValueError(f"--alphabet has {len(args.alphabet)} symbols but the model has "
+    alphabet = _alphabet(args.alphabet)
+    if alphabet and len(alphabet) != num_classes - 1:
+        raise ValueError(f"--alphabet has {len(alphabet)} symbols but the model has "
                          f"{num_classes - 1} labels besides the blank; pass one symbol per "
-                         "label, or --alphabet '' for label ids")
+                         "label (or comma-separated words), or --alphabet '' for label ids")
+    separator = "" if all(len(symbol) == 1 for symbol in alphabet) else " "
     for labels in transcribe(model, inputs, args.beam_width):
-        if args.alphabet:
-            print("".join(args.alphabet[k - 1] for k in labels))
+        if alphabet:
+            print(separator.join(alphabet[k - 1] for k in labels))
         else:
             print(" ".join(str(k) for k in labels))
     return 0
@@ -343,45 +283,26 @@ def cmd_compare(args) -> int:
     try:
         import matplotlib
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
     except ImportError:
         print("ctc-newton compare needs matplotlib: pip install 'ctc_newton[examples]'",
               file=sys.stderr)
         return 2
-    data = _load(args)
+    from ctc_newton.plotting import plot_histories
+
+    task = _task(args)
+    data = _load(args, task)
     results = {}
     for name in args.optimizers:
         batch = args.batch_size or DEFAULT_BATCH[name]
         print(f"training with {name} (batch {batch}) ...", flush=True)
         _, rows = train_one(name, data, args.epochs, batch, args.units, args.seed,
-                            args.learning_rate)
+                            args.learning_rate, dataset=args.dataset)
         results[name] = rows
         last = rows[-1]
         print(f"  {name}: loss {last['loss']:.4f}, test label error rate "
               f"{last['test_label_error_rate']:.4f} after {last['seconds']:.1f}s", flush=True)
     os.makedirs(args.output_dir, exist_ok=True)
-    figure, axes = plt.subplots(2, 2, figsize=(11, 8))
-    for name, rows in results.items():
-        seconds = [r["seconds"] for r in rows]
-        epochs = [r["epoch"] for r in rows]
-        axes[0, 0].plot(seconds, [r["loss"] for r in rows], marker="o", label=name)
-        axes[0, 1].plot(seconds, [r["test_label_error_rate"] for r in rows], marker="o",
-                        label=name)
-        axes[1, 0].plot(epochs, [r["loss"] for r in rows], marker="o", label=name)
-        axes[1, 1].plot(epochs, [r["test_label_error_rate"] for r in rows], marker="o",
-                        label=name)
-    for ax, (xlabel, ylabel) in zip(axes.flat, [("wall-clock seconds", "training loss"),
-                                                ("wall-clock seconds", "test label error rate"),
-                                                ("epoch", "training loss"),
-                                                ("epoch", "test label error rate")]):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    for ax in axes[:, 0]:
-        ax.set_yscale("log")
-    figure.suptitle("CTC digit lines: optimizers from one initialization")
-    figure.tight_layout()
+    figure = plot_histories(results, f"CTC {task.noun}: optimizers from one initialization")
     plot = os.path.join(args.output_dir, "compare.png")
     figure.savefig(plot, dpi=100)
     table = os.path.join(args.output_dir, "compare.md")
@@ -412,27 +333,34 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     def common(p):
+        p.add_argument("--dataset", choices=DATASETS, default="digit-lines",
+                       help="digit-lines: handwriting (scikit-learn); spoken-digits: speech "
+                            "(pip install 'ctc_newton[speech]'); activities: smartwatch "
+                            "sensors (pip install 'ctc_newton[activities]')")
         p.add_argument("--epochs", type=_positive_int, default=6, help="passes over the data")
         p.add_argument("--batch-size", type=_positive_int, default=None,
                        help="default: 32 for adam, 250 for the second-order methods")
         p.add_argument("--train-size", type=_positive_int, default=2000,
-                       help="training digit lines")
+                       help="training sequences")
         p.add_argument("--test-size", type=_positive_int, default=500,
-                       help="test digit lines (glyphs never seen in training)")
-        p.add_argument("--max-digits", type=_positive_int, default=5,
-                       help="longest line, in digits")
-        p.add_argument("--units", type=_positive_int, default=32,
-                       help="GRU units in each direction")
+                       help="test sequences (from sources never seen in training)")
+        p.add_argument("--max-labels", "--max-digits", type=_positive_int, default=None,
+                       dest="max_labels",
+                       help="longest label sequence (digits, or activity segments); "
+                            "default: 5 digits, 4 activities")
+        p.add_argument("--units", type=_positive_int, default=None,
+                       help="GRU units in each direction; default: 32")
         p.add_argument("--learning-rate", type=float, default=1e-2, help="adam only")
         p.add_argument("--seed", type=_seed, default=0,
                        help="data split and initialization")
 
-    train = commands.add_parser("train", help="train the digit-line recognizer",
+    train = commands.add_parser("train", help="train a recognizer on one of the tasks",
                                 formatter_class=_HelpWithDefaults)
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="hessian-free",
                        help="second-order method, or adam as the baseline")
-    train.add_argument("--output", default="digit_lines.keras",
-                       help="where to save the trained model (.keras)")
+    train.add_argument("--output", default=None,
+                       help="where to save the trained model (.keras); default: "
+                            "<dataset>.keras, e.g. digit_lines.keras")
     train.add_argument("--progress", action="store_true", help="show Keras' progress bar")
     train.add_argument("--resume", action="store_true",
                        help="continue from the checkpoint that an interrupted run with the "
@@ -451,7 +379,9 @@ def parser() -> argparse.ArgumentParser:
     read.add_argument("--beam-width", type=_non_negative_int, default=0,
                       help="0: greedy decoding; else prefix beam search with this many beams")
     read.add_argument("--alphabet", default=DIGITS,
-                      help="the symbol of each label 1, 2, ...; '' prints label ids")
+                      help="the symbol of each label 1, 2, ..., or comma-separated words "
+                           "(standing,walking,running,badminton for an activities model); "
+                           "'' prints label ids")
     compare = commands.add_parser("compare", help="compare optimizers from one start",
                                   formatter_class=_HelpWithDefaults)
     compare.add_argument("--optimizers", type=_optimizer_list,
@@ -474,6 +404,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError as error:
             parser().error(str(error))
     if args.command == "train":
+        if args.output is None:
+            args.output = args.dataset.replace("-", "_") + ".keras"
         if not args.output.endswith(".keras"):
             parser().error("--output must end with .keras")
         problem = _check_writable(args.output)

