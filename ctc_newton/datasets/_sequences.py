@@ -6,7 +6,7 @@ padding (Keras' convention). Padded frames hold `PAD_VALUE` in every feature, so
 """
 
 import importlib
-from typing import List, NamedTuple, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -89,12 +89,14 @@ def require(module: str, extra: str, what: str):
 
 
 def check_sizes(num_train: int, num_test: int, min_labels: int, max_labels: int,
-                names: List[str]) -> None:
+                names: List[str], test_fraction: Optional[float] = None) -> None:
     """Raises a ValueError naming the argument for sizes that cannot make a dataset."""
     if num_train < 1 or num_test < 1:
         raise ValueError("`num_train` and `num_test` must be >= 1.")
     if not 1 <= min_labels <= max_labels:
         raise ValueError(f"Need 1 <= {names[0]} <= {names[1]}, got {min_labels}, {max_labels}.")
+    if test_fraction is not None and not 0 < test_fraction < 1:
+        raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
 
 
 def as_datasets(data: TrainTest, batch_size: int = 64, shuffle_seed: int = 0):

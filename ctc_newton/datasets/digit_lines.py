@@ -77,11 +77,10 @@ def load_digit_lines(num_train: int = 2000, num_test: int = 500, *, min_digits: 
     Raises:
       ValueError: on sizes or ranges that cannot make a dataset.
     """
-    check_sizes(num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"])
+    check_sizes(num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"],
+                test_fraction)
     if gap[0] > gap[1] or gap[0] < -4:
         raise ValueError(f"`gap` must be an increasing pair with gap[0] >= -4, got {gap}.")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
     rng = np.random.default_rng(seed)
     images, targets = _load_digits()
     train_pool, test_pool = stratified_split(targets, test_fraction, rng)

