@@ -23,11 +23,12 @@ from ctc_newton.training import DEFAULT_BATCH, make_optimizer, train_one  # noqa
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# The second-order names are ctc_newton.optimizers.registry's (a test checks); listed
-# here so that --help does not import TensorFlow.
+# The second-order names are ctc_newton.optimizers.registry's (a test checks). They are
+# listed here for a launcher that parses before importing TensorFlow; today the package's
+# __init__ imports it first (--help takes seconds).
 OPTIMIZERS = ("hessian-free", "gauss-newton", "trust-ncg", "newton-cg", "lbfgs",
               "levenberg-marquardt", "adam")
-# ctc_newton.datasets.TASKS's names (a test checks), listed here for the same reason.
+# ctc_newton.datasets.TASKS's names (a test checks), listed for the same reason.
 DATASETS = ("digit-lines", "spoken-digits", "activities")
 def _integer(description: str, low: int, high: Optional[int] = None):
     """An argparse type: an integer in ``[low, high)``, else an error naming ``description``."""
