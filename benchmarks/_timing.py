@@ -1,5 +1,8 @@
 """Timing helpers the benchmarks share (they run as scripts: this directory is on sys.path)."""
 
+import datetime
+import os
+import platform
 import time
 
 import tensorflow as tf
@@ -27,3 +30,20 @@ def product_chain(functions, k: int, kind: str = "gauss_newton"):
             v = [p / (1 + tf.norm(p)) for p in o.curvature_vector_product(v, kind)]
         return v
     return functions.solver(("products", kind, k), fn)
+
+
+def provenance(**versions: str) -> str:
+    """``Date: ...; <machine>, <n> cores; TensorFlow <v>[, <name> <v> ...]`` for a results
+    header (the caller adds the punctuation that follows)."""
+    extra = "".join(f", {name} {version}" for name, version in versions.items())
+    return (f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
+            f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}{extra}")
+
+
+def write_results(filename: str, lines) -> None:
+    """Prints the lines and writes them to ``benchmarks/results/<filename>``."""
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", filename),
+              "w") as f:
+        f.write(text + "\n")

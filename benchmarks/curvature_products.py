@@ -11,9 +11,7 @@ Usage: python benchmarks/curvature_products.py
 Writes benchmarks/results/curvature_products.md.
 """
 
-import datetime
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -22,6 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _timing import provenance, write_results  # noqa: E402
 from ctc_newton import CTCLoss, CurvatureOracle  # noqa: E402
 
 BATCH, FRAMES, FEATURES, CLASSES, WIDTH, UNITS = 32, 100, 20, 30, 15, 64
@@ -80,9 +79,7 @@ def main():
         each = (more - first) / FURTHER
         rows.append((kind, first, each))
     lines = ["# Curvature products of a BiLSTM + CTC model vs one gradient", "",
-             f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
-             f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
-             f"Keras {keras.__version__}; CPU, float32.",
+             provenance(Keras=keras.__version__) + "; CPU, float32.",
              f"Model: 2 x BiLSTM({UNITS}) + Dense({CLASSES}), "
              f"{model.count_params()} parameters; batch {BATCH}, T={FRAMES}, "
              f"{FEATURES} features, labels of {WIDTH}. Medians of 7 calls, in tf.function.", "",
@@ -92,12 +89,7 @@ def main():
     for kind, first, each in rows:
         lines.append(f"| {kind} | {first:.1f} | {first / grad_ms:.2f}x | {each:.1f} | "
                      f"{each / grad_ms:.2f}x |")
-    text = "\n".join(lines)
-    print(text)
-    here = os.path.dirname(os.path.abspath(__file__))
-    os.makedirs(os.path.join(here, "results"), exist_ok=True)
-    with open(os.path.join(here, "results", "curvature_products.md"), "w") as f:
-        f.write(text + "\n")
+    write_results("curvature_products.md", lines)
 
 
 if __name__ == "__main__":

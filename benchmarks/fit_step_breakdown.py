@@ -16,9 +16,7 @@ Usage: python benchmarks/fit_step_breakdown.py [--steps N]
 
 import argparse
 import collections
-import datetime
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -27,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from _timing import best_seconds, product_chain  # noqa: E402
+from _timing import best_seconds, product_chain, provenance, write_results  # noqa: E402
 from ctc_newton import CTCLoss  # noqa: E402
 from ctc_newton.training import DEFAULT_BATCH, make_optimizer  # noqa: E402
 from ctc_newton.curvature.compiled import KerasCurvature  # noqa: E402
@@ -114,9 +112,8 @@ def main():
     args = parser.parse_args()
     data = load_digit_lines()
     lines = ["# Second-order steps in model.fit: where the time goes", "",
-             f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
-             f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}. "
-             "Digit-lines recognizer (ctc_newton.recognizer, bidirectional GRU 32), each "
+             provenance() + ". Digit-lines recognizer (ctc_newton.recognizer, bidirectional "
+             "GRU 32), each "
              "optimizer as `ctc-newton train` configures it, mean over "
              f"{args.steps} batches after two warm-up batches. Milliseconds per step.", "",
              "| optimizer | batch | step | products (modelled) | solve: linearization + CG "
@@ -134,11 +131,7 @@ def main():
             f"{ms['value'] + ms['evaluate_at']:.0f} | "
             f"{ms['squared_gradients']:.0f} | "
             f"{other * 1000:.0f} | {1 - products / mean['total']:.0%} |")
-    text = "\n".join(lines)
-    print(text)
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "results", "fit_step_breakdown.md"), "w") as f:
-        f.write(text + "\n")
+    write_results("fit_step_breakdown.md", lines)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ Usage: python benchmarks/fullbatch.py [--iterations N]   (default 500, as in iss
 
 import argparse
 import collections
-import datetime
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,7 +28,7 @@ import scipy.optimize  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 
-from _timing import best_seconds, product_chain  # noqa: E402
+from _timing import best_seconds, product_chain, provenance, write_results  # noqa: E402
 from ctc_newton import CurvatureOracle  # noqa: E402
 from ctc_newton.curvature import flatten, unflatten  # noqa: E402
 from ctc_newton.optimizers import minimize  # noqa: E402
@@ -209,9 +207,7 @@ def main():
         rows.append((name,) + timed(fn, x, y, args.iterations))
     reference = rows[0][3] / max(rows[0][1], 1)  # scipy's seconds per iteration
     lines = ["# Full-batch MLP: ctc_newton's minimize against the usual recipes", "",
-             f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
-             f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
-             f"scipy {scipy.__version__}. MLP 2-64-64-1 tanh, 4,417 weights, float64, "
+             provenance(scipy=scipy.__version__) + ". MLP 2-64-64-1 tanh, 4,417 weights, float64, "
              "4,096 points, MSE, same start; wall time includes tracing.", "",
              f"## L-BFGS, {args.iterations} iterations", "",
              "| run | iterations | evaluations | final loss | wall s | s / iteration | "
@@ -243,11 +239,7 @@ def main():
               ""]
     for method, units in unit_rows:
         lines.append(f"- {method}: " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in units.items()))
-    text = "\n".join(lines)
-    print(text)
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "results", "fullbatch.md"), "w") as f:
-        f.write(text + "\n")
+    write_results("fullbatch.md", lines)
 
 
 if __name__ == "__main__":

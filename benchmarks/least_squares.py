@@ -17,9 +17,7 @@ Writes benchmarks/results/least_squares.md.
 Usage: python benchmarks/least_squares.py
 """
 
-import datetime
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,6 +28,7 @@ import scipy  # noqa: E402
 import scipy.optimize  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _timing import provenance, write_results  # noqa: E402
 from ctc_newton import CurvatureOracle, minimize  # noqa: E402
 from ctc_newton.curvature import flatten, unflatten  # noqa: E402
 
@@ -125,9 +124,8 @@ def time_to(trace, target):
 
 def main():
     lines = ["# Levenberg-Marquardt: minimize against scipy's MINPACK lm", "",
-             f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
-             f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
-             f"scipy {scipy.__version__}. float64, same start; wall time includes tracing. "
+             provenance(scipy=scipy.__version__) + ". float64, same start; wall time includes "
+             "tracing. "
              "scipy: least_squares(method='lm') on tf.function residuals and Jacobian "
              "(iterations = Jacobian evaluations). ours: minimize(from_residuals(...), "
              "method='levenberg-marquardt'), dense steps. Each run stops at tolerances "
@@ -142,11 +140,7 @@ def main():
             lines.append(f"| {name} | {size} | {label} | {row['cost']:.6e} | "
                          f"{row['iterations'] or '-'} | {row['seconds']:.2f} | {reached} | "
                          f"{row['message']} |")
-    text = "\n".join(lines)
-    print(text)
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "results", "least_squares.md"), "w") as f:
-        f.write(text + "\n")
+    write_results("least_squares.md", lines)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,7 @@ and wall time, side by side, and writes benchmarks/results/optimizers_vs_scipy.m
 Usage: python benchmarks/optimizers_vs_scipy.py
 """
 
-import datetime
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -20,6 +18,7 @@ import scipy  # noqa: E402
 import scipy.optimize  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from _timing import provenance, write_results  # noqa: E402
 from ctc_newton import CurvatureOracle  # noqa: E402
 from ctc_newton.optimizers import minimize  # noqa: E402
 
@@ -70,9 +69,7 @@ def logistic():
 
 def main():
     lines = ["# ctc_newton optimizers vs scipy on the reference problems", "",
-             f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
-             f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, "
-             f"scipy {scipy.__version__}; float64; defaults of both libraries "
+             provenance(scipy=scipy.__version__) + "; float64; defaults of both libraries "
              "(ctc_newton: gtol 1e-5). Wall times include TensorFlow's eager overhead.", ""]
     for name, make in [("Rosenbrock 2-D", rosenbrock), ("logistic regression", logistic)]:
         oracle_fn, scipy_args = make()
@@ -95,11 +92,7 @@ def main():
                              f"{ref.nfev} / {ref.get('njev', '-')} / {ref.get('nhev', '-')} | "
                              f"{ref.fun:.10g} | {wall:.2f} |")
         lines.append("")
-    text = "\n".join(lines)
-    print(text)
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "results", "optimizers_vs_scipy.md"), "w") as f:
-        f.write(text + "\n")
+    write_results("optimizers_vs_scipy.md", lines)
 
 
 if __name__ == "__main__":
