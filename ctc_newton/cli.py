@@ -1,60 +1,18 @@
-"""The ``ctc-newton`` command line: train, compare and transcribe on the bundled CTC tasks.
+"""What the ``ctc-newton`` commands do: train, compare and transcribe.
 
-``ctc-newton train`` trains the recurrent CTC recognizer on one of the bundled tasks
-(``--dataset``: handwritten digit lines from scikit-learn's digits, spoken digit lines
-from the Free Spoken Digit Dataset, activity sentences from smartwatch sensors) with a
-chosen optimizer, printing per-epoch training loss and test label error rate, a few
-decoded test sequences, and saving the model. ``ctc-newton compare`` trains several
-optimizers from the same initialization and writes a plot and a table against epochs
-and wall-clock time.
-``ctc-newton transcribe`` decodes input sequences with a saved model.
+The arguments are parsed and checked by the top-level ``ctc_newton_cli`` module, which
+imports this one (and with it TensorFlow) only once they are valid.
 """
 
-import argparse
 import json
 import os
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
-from ctc_newton.training import DEFAULT_BATCH, make_optimizer, train_one  # noqa: F401
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-# The second-order names are ctc_newton.optimizers.registry's (a test checks). They are
-# listed here for a launcher that parses before importing TensorFlow; today the package's
-# __init__ imports it first (--help takes seconds).
-OPTIMIZERS = ("hessian-free", "gauss-newton", "trust-ncg", "newton-cg", "lbfgs",
-              "levenberg-marquardt", "adam")
-# ctc_newton.datasets.TASKS's names (a test checks), listed for the same reason.
-DATASETS = ("digit-lines", "spoken-digits", "activities")
-def _integer(description: str, low: int, high: Optional[int] = None):
-    """An argparse type: an integer in ``[low, high)``, else an error naming ``description``."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            raise argparse.ArgumentTypeError(f"expected {description}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = _integer("a positive integer", 1)
-_non_negative_int = _integer("a non-negative integer", 0)
-_seed = _integer("an integer in [0, 2**32)", 0, 2 ** 32)
-
-
-def _optimizer_list(text):
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OPTIMIZERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown optimizer(s) {unknown or text!r}; choose from {', '.join(OPTIMIZERS)}")
-    return names
+from ctc_newton.training import DEFAULT_BATCH, train_one
 
 
 def save_atomically(model, path: str) -> None:
@@ -125,20 +83,6 @@ class Checkpoint:
                 os.remove(path)
 
 
-def _check_writable(path: str) -> Optional[str]:
-    """Why ``path`` cannot be written (None when it can), checked before training."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".keras"):
-            pass
-    except OSError as error:
-        return f"cannot write to {directory}: {error.strerror or error}"
-    if os.path.isdir(path):
-        return f"{path} is a directory"
-    return None
-
-
 def _task(args):
     """The dataset's `Task`, with the dataset's defaults filled into ``args``."""
     from ctc_newton.datasets import get_task
@@ -207,9 +151,6 @@ def cmd_train(args) -> int:
     checkpoint.remove()
     print(f"saved the model to {args.output}")
     return 0
-
-
-DIGITS = "0123456789"
 
 
 def _alphabet(text: str) -> List[str]:
@@ -342,108 +283,3 @@ def _provenance(args, task) -> str:
             f"{datetime.datetime.now().isoformat(timespec='minutes')}, {platform.machine()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow "
             f"{tf.__version__}, Keras {keras.__version__}, ctc_newton {ctc_newton.__version__}.")
-
-
-class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where the help text explains a None."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="ctc-newton", description=__doc__.splitlines()[0])
-    commands = top.add_subparsers(dest="command", required=True)
-
-    def common(p):
-        p.add_argument("--dataset", choices=DATASETS, default="digit-lines",
-                       help="digit-lines: handwriting (scikit-learn); spoken-digits: speech "
-                            "(pip install 'ctc_newton[speech]'); activities: smartwatch "
-                            "sensors (pip install 'ctc_newton[activities]')")
-        p.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the data; default: 6 (activities: 8)")
-        p.add_argument("--batch-size", type=_positive_int, default=None,
-                       help="default: 32 for adam, 250 for the second-order methods")
-        p.add_argument("--train-size", type=_positive_int, default=2000,
-                       help="training sequences")
-        p.add_argument("--test-size", type=_positive_int, default=500,
-                       help="test sequences (from sources never seen in training)")
-        p.add_argument("--max-labels", "--max-digits", type=_positive_int, default=None,
-                       dest="max_labels",
-                       help="longest label sequence (digits, or activity segments); "
-                            "default: 5 digits, 4 activities")
-        p.add_argument("--units", type=_positive_int, default=None,
-                       help="GRU units in each direction; default: 32 (activities: 16, "
-                            "which generalizes better from its 40 training recordings)")
-        p.add_argument("--learning-rate", type=float, default=1e-2, help="adam only")
-        p.add_argument("--seed", type=_seed, default=0,
-                       help="data split and initialization")
-
-    train = commands.add_parser("train", help="train a recognizer on one of the tasks",
-                                formatter_class=_HelpWithDefaults)
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="hessian-free",
-                       help="second-order method, or adam as the baseline")
-    train.add_argument("--output", default=None,
-                       help="where to save the trained model (.keras); default: "
-                            "<dataset>.keras, e.g. digit_lines.keras")
-    train.add_argument("--progress", action="store_true", help="show Keras' progress bar")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the checkpoint that an interrupted run with the "
-                            "same arguments left beside --output (saved after every epoch)")
-    common(train)
-    read = commands.add_parser(
-        "transcribe", formatter_class=_HelpWithDefaults,
-        help="decode input sequences with a trained model, one line per sequence",
-        description="Decodes each input sequence with a model saved by `ctc-newton train` "
-                    "(or any Keras CTC model whose outputs are per-frame logits, blank 0): "
-                    "one line per sequence on stdout.")
-    read.add_argument("model", help="a saved model (.keras)")
-    read.add_argument("inputs", help="a .npy array [sequences, frames, features] (or "
-                                     "[frames, features]), or a .npz holding `inputs`; "
-                                     "pad with the value the model masks")
-    read.add_argument("--beam-width", type=_non_negative_int, default=0,
-                      help="0: greedy decoding; else prefix beam search with this many beams")
-    read.add_argument("--alphabet", default=DIGITS,
-                      help="the symbol of each label 1, 2, ..., or comma-separated words "
-                           "(standing,walking,running,badminton for an activities model); "
-                           "'' prints label ids")
-    compare = commands.add_parser("compare", help="compare optimizers from one start",
-                                  formatter_class=_HelpWithDefaults)
-    compare.add_argument("--optimizers", type=_optimizer_list,
-                         default="adam,hessian-free",
-                         help=f"comma-separated, from {', '.join(OPTIMIZERS)}")
-    compare.add_argument("--output-dir", default="compare_results",
-                         help="where the plot and the table go")
-    common(compare)
-    return top
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    if args.command == "transcribe":
-        for name in ("model", "inputs"):
-            if not os.path.isfile(getattr(args, name)):
-                parser().error(f"{name} {getattr(args, name)!r}: no such file")
-        try:
-            return cmd_transcribe(args)
-        except ValueError as error:
-            parser().error(str(error))
-    if args.command == "train":
-        if args.output is None:
-            args.output = args.dataset.replace("-", "_") + ".keras"
-        if not args.output.endswith(".keras"):
-            parser().error("--output must end with .keras")
-        problem = _check_writable(args.output)
-        if problem:
-            parser().error(f"--output: {problem}")
-        return cmd_train(args)
-    problem = _check_writable(os.path.join(args.output_dir, "compare.md"))
-    if problem:
-        parser().error(f"--output-dir: {problem}")
-    return cmd_compare(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,15 @@
 """The command line end to end, with a tiny budget."""
 
+import os
+import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-from ctc_newton import cli
+import ctc_newton_cli as cli
+from ctc_newton import cli as commands
 from ctc_newton.datasets import load_digit_lines
 from ctc_newton.recognizer import decode
 
@@ -74,7 +77,7 @@ def test_an_interrupted_save_leaves_the_existing_model_intact(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cli.save_atomically(Interrupted(), str(path))
+        commands.save_atomically(Interrupted(), str(path))
     assert path.read_bytes() == b"the model of yesterday"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
 
@@ -112,10 +115,11 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_continues(tmp_path, capsys,
 
 def test_method_names_mean_the_same_optimizer_in_minimize_and_the_command_line():
     from ctc_newton.optimizers import registry
+    from ctc_newton.training import make_optimizer
 
     assert set(cli.OPTIMIZERS) - {"adam"} == set(registry.METHODS)
     for name in registry.METHODS:
-        assert type(cli.make_optimizer(name)) is registry.OPTIMIZERS[name]
+        assert type(make_optimizer(name)) is registry.OPTIMIZERS[name]
 
 
 def test_help_shows_the_defaults(capsys):
@@ -125,6 +129,47 @@ def test_help_shows_the_defaults(capsys):
     assert "(default: hessian-free)" in text and "(default: digit-lines)" in text
     assert "(default: None)" not in text
     assert cli.parser().parse_args(["compare"]).optimizers == ["adam", "hessian-free"]
+
+
+def test_help_and_argument_errors_do_not_load_tensorflow():
+    script = ("import sys, ctc_newton_cli\n"
+              "for argv in (['--help'], ['train', '--help'], ['train', '--epochs', '0']):\n"
+              "    try:\n"
+              "        ctc_newton_cli.main(argv)\n"
+              "    except SystemExit:\n"
+              "        pass\n"
+              "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "usage: ctc-newton" in run.stdout and "expected a positive integer" in run.stderr
+
+
+def test_native_log_records_are_dropped_and_other_stderr_lines_kept(capfd, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with cli.native_logs_filtered():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n"
+                    b"I0000 00:00:1795990136.230055   23666 port.cc:153] oneDNN custom "
+                    b"operations are on.\n"
+                    b"E0000 00:00:1795990171.551883   23725 cuda_platform.cc:52] failed call "
+                    b"to cuInit: INTERNAL\n"
+                    b"To enable the following instructions: AVX2 FMA, in other operations, "
+                    b"rebuild TensorFlow with the appropriate compiler flags.\n"
+                    b"UserWarning: a line of our own\n")
+    assert capfd.readouterr().err == "UserWarning: a line of our own\n"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for TF's logs
+    with cli.native_logs_filtered():
+        os.write(2, b"I0000 00:00:1.0   1 port.cc:153] kept\n")
+    assert "port.cc:153] kept" in capfd.readouterr().err
+
+
+def test_ctrl_c_ends_any_command_with_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "cmd_compare", interrupted)
+    assert cli.main(["compare", "--output-dir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "ctc-newton compare: interrupted."
 
 
 def test_transcribe_decodes_a_saved_model_as_the_python_path_does(tmp_path, capsys):

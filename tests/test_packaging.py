@@ -24,7 +24,7 @@ def test_the_wheel_installs_in_a_fresh_environment_and_trains(tmp_path):
     assert wheel.name.startswith(f"ctc_newton-{ctc_newton.__version__}-")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    assert "ctc_newton/py.typed" in names
+    assert "ctc_newton/py.typed" in names and "ctc_newton_cli.py" in names
     assert any(re.search(r"\.dist-info/licenses/LICENSE$", name) for name in names)
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
 
@@ -47,6 +47,7 @@ def test_the_wheel_installs_in_a_fresh_environment_and_trains(tmp_path):
                           "--test-size", "20", "--output", str(tmp_path / "m.keras")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert not re.search(r"^[IWE]0000 |absl::InitializeLog", run.stderr, re.M), run.stderr
     assert (tmp_path / "m.keras").exists()
     from ctc_newton.datasets import load_digit_lines
 

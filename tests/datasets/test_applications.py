@@ -97,7 +97,7 @@ def test_segments_are_contiguous_crops_of_one_recording():
 
 
 def test_every_task_is_named_on_the_command_line():
-    from ctc_newton import cli
+    import ctc_newton_cli as cli
 
     assert tuple(TASKS) == cli.DATASETS
 
