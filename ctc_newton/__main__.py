@@ -1,7 +1,7 @@
-"""``python -m ctc_newton``: the command line."""
+"""``python -m ctc_newton``: the command line (``ctc_newton_cli``)."""
 
 import sys
 
-from ctc_newton.cli import main
+from ctc_newton_cli import main
 
 sys.exit(main())

@@ -190,7 +190,7 @@ def transcribe(model, inputs: np.ndarray, beam_width: int = 0,
     from ctc_newton import beam_search_decode, greedy_decode
     from ctc_newton._keras_adapter import get_keras_mask
 
-    decoded = []
+    decoded: List[List[int]] = []
     for start in range(0, len(inputs), batch_size):
         logits = model(inputs[start:start + batch_size], training=False)
         mask = get_keras_mask(logits)

@@ -32,6 +32,7 @@ with accept/reject decisions must be one decision for all of them.)
 import math
 import warnings
 import weakref
+from typing import Callable, Dict
 
 import tensorflow as tf
 from ctc_newton._keras_adapter import (TensorFlowTrainer, get_keras_mask, loss_tracker,
@@ -42,7 +43,7 @@ from ctc_newton.curvature import keras_oracle
 from ctc_newton.curvature.compiled import with_keras_mask
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 
-_ORIGINAL = {}
+_ORIGINAL: Dict[str, Callable] = {}
 _COMPILED_UPDATES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _WARNED_INFEASIBLE: "weakref.WeakSet" = weakref.WeakSet()
 

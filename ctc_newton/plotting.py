@@ -1,9 +1,12 @@
 """Figures the command line, the examples and the notebooks draw (needs matplotlib:
 ``pip install 'ctc_newton[examples]'``)."""
 
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # the spectrum module loads TensorFlow; plotting alone does not
+    from ctc_newton.curvature.spectrum import SpectralDensity
 
 
 def _pyplot():
@@ -45,7 +48,7 @@ def plot_histories(histories: Dict[str, List[Dict]], title: str = ""):
     return figure
 
 
-def plot_spectral_densities(densities: Dict[str, "object"], ax=None,
+def plot_spectral_densities(densities: Dict[str, "SpectralDensity"], ax=None,
                             grid: Optional[Sequence[float]] = None):
     """Eigenvalue densities (`ctc_newton.curvature.SpectralDensity`) on one log-scale axis.
 
@@ -64,10 +67,12 @@ def plot_spectral_densities(densities: Dict[str, "object"], ax=None,
         low = min(float(d.nodes.min()) for d in densities.values())
         high = max(float(d.nodes.max()) for d in densities.values())
         pad = 0.05 * (high - low) + 1e-12
-        grid = np.linspace(low - pad, high + pad, 2000)
-    width = 0.01 * (grid[-1] - grid[0])
+        points = np.linspace(low - pad, high + pad, 2000)
+    else:
+        points = np.asarray(grid, dtype=float)
+    width = 0.01 * (points[-1] - points[0])
     for label, density in densities.items():
-        ax.plot(grid, np.maximum(density.density(grid, width), 1e-12), label=label)
+        ax.plot(points, np.maximum(density.density(points, width), 1e-12), label=label)
     ax.set_yscale("log")
     ax.set_ylim(bottom=1e-6)
     ax.axvline(0.0, color="k", lw=0.8)

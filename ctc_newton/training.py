@@ -33,7 +33,7 @@ def make_optimizer(name: str, learning_rate: float = 1e-2):
 # model from taking over (without it the loss rose again after epoch 3).
 # Short CG runs per mini-batch reach a given error rate sooner in wall-clock time
 # (digit lines, 2 CPU cores: 6 iterations reached 5.0% in 76-101 s, 50 in 211 s).
-MINI_BATCH_SETTINGS = {
+MINI_BATCH_SETTINGS: Dict[str, Dict[str, object]] = {
     "hessian-free": dict(damping=1.0, max_cg_iterations=HF_CG_ITERATIONS, preconditioner=False,
                          min_damping=MIN_DAMPING),
     "gauss-newton": dict(damping=1.0, max_cg_iterations=50, min_damping=MIN_DAMPING),

@@ -53,6 +53,15 @@ class Oracle(abc.ABC):
     def gradient(self) -> List[tf.Tensor]:
         """The gradient at the point."""
 
+    def outputs(self):
+        """The model outputs at the point, for an oracle built from a model's outputs.
+
+        Raises:
+          ValueError: the oracle's loss is a plain function with no outputs.
+        """
+        raise ValueError(f"{type(self).__name__} records no model outputs: build it from a "
+                         "Keras model (keras_oracle) or with outputs_fn.")
+
     def value_and_gradient(self):
         """``(value, gradient)`` at the point."""
         return self.value(), self.gradient()

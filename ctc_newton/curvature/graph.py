@@ -13,7 +13,7 @@ random-generator state behind dropout) is put back before and after each call,
 so every quantity at a point sees the same forward pass.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Dict, Sequence
 
 import tensorflow as tf
 
@@ -64,7 +64,7 @@ class GraphFunctions:
         self.evaluate_at = tf.function(evaluate_at, **options)
         self.position = tf.function(position, **options)
         self.assign = tf.function(assign, **options)
-        self._solvers = {}
+        self._solvers: Dict[object, Callable] = {}
 
     def solver(self, key, fn: Callable):
         """The graph function ``(batch, args) -> fn(make(*batch), *args)`` for ``key``."""

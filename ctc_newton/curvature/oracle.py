@@ -19,6 +19,7 @@ Products:
   Gauss-Newton, cross-entropy from logits, MSE).
 """
 
+import functools
 import math
 from typing import Callable, List, Optional, Sequence
 
@@ -285,6 +286,7 @@ class CurvatureOracle(Oracle):
         saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
         with tf.GradientTape(persistent=True) as tape:
             if self._outputs_fn is not None:
+                assert self._output_loss_fn is not None  # checked in __init__
                 outputs = self._outputs_fn()
                 data_loss = self._output_loss_fn(outputs)
                 regularization = (self._regularization_fn()
@@ -292,6 +294,7 @@ class CurvatureOracle(Oracle):
                 loss = data_loss if regularization is None else \
                     data_loss + tf.cast(regularization, data_loss.dtype)
             else:
+                assert self._loss_fn is not None  # checked in __init__
                 outputs, regularization = None, None
                 loss = self._loss_fn()
         for variable, value in zip(self._restore, saved):
@@ -301,11 +304,12 @@ class CurvatureOracle(Oracle):
         self._tape = tape
         self._outputs = outputs
         self._loss = loss
-        self._gradient = None
-        self._hessian_tape = None
-        self._jvp = None
-        self._output_hessian = None
-        self._regularization_hessian = None
+        self._gradient: Optional[List[tf.Tensor]] = None
+        # What products at this point reuse, recorded on first use.
+        self._hessian_tape: Optional[tuple] = None
+        self._jvp: Optional[tuple] = None
+        self._output_hessian: Optional[tuple] = None
+        self._regularization_hessian: Optional[tuple] = None
         self.num_function_evaluations += 1
         return self
 
@@ -329,10 +333,12 @@ class CurvatureOracle(Oracle):
         """The loss at the variables' current values; restore-variables put back."""
         saved = [tf.identity(tf.convert_to_tensor(v)) for v in self._restore]
         if self._outputs_fn is not None:
+            assert self._output_loss_fn is not None  # checked in __init__
             value = self._output_loss_fn(self._outputs_fn())
             if self._regularization_fn is not None:
                 value = value + tf.cast(self._regularization_fn(), value.dtype)
         else:
+            assert self._loss_fn is not None  # checked in __init__
             value = self._loss_fn()
         with tf.control_dependencies([value]):
             for variable, old in zip(self._restore, saved):
@@ -413,7 +419,9 @@ class CurvatureOracle(Oracle):
 
     def _total_loss_for_hessian(self):
         if self._outputs_fn is None:
+            assert self._loss_fn is not None  # checked in __init__
             return self._loss_fn()
+        assert self._output_loss_fn is not None  # checked in __init__
         loss = self._output_loss_fn(self._outputs_fn())
         if self._regularization_fn is not None:
             loss = loss + tf.cast(self._regularization_fn(), loss.dtype)
@@ -493,6 +501,7 @@ class CurvatureOracle(Oracle):
                 with tf.GradientTape() as inner:
                     inner.watch(outputs)
                     with gauss_newton_output_curvature():
+                        assert self._output_loss_fn is not None  # checked in __init__
                         loss = self._output_loss_fn(outputs)
                 gradient = inner.gradient(loss, outputs)
             self._output_hessian = (outer, outputs, gradient)
@@ -544,7 +553,7 @@ class CurvatureOracle(Oracle):
         Raises:
           ValueError: no per-example structure (an oracle from `from_function`).
         """
-        if not self.supports_squared_gradients:
+        if self._per_example_fn is None or self._outputs_fn is None:
             raise ValueError(self.squared_gradients_unsupported_reason())
         with tf.GradientTape() as tape:
             contributions = self._per_example_fn(self._outputs_fn())
@@ -580,14 +589,13 @@ class CurvatureOracle(Oracle):
           The `GraphOracle`, linearized at the variables' current values.
         """
         if getattr(self, "_graph_functions", None) is None:
-            settings = dict(loss_fn=self._loss_fn, outputs_fn=self._outputs_fn,
-                            output_loss_fn=self._output_loss_fn,
-                            regularization_fn=self._regularization_fn,
-                            per_example_fn=self._per_example_fn,
-                            restore_variables=self._restore, residuals=self._residuals)
-            variables = self.variables
-            self._graph_functions = GraphFunctions(
-                lambda: CurvatureOracle(variables, **settings), variables)
+            make = functools.partial(
+                CurvatureOracle, self.variables, loss_fn=self._loss_fn,
+                outputs_fn=self._outputs_fn, output_loss_fn=self._output_loss_fn,
+                regularization_fn=self._regularization_fn,
+                per_example_fn=self._per_example_fn, restore_variables=self._restore,
+                residuals=self._residuals)
+            self._graph_functions = GraphFunctions(make, self.variables)
         return GraphOracle(self._graph_functions, self.variables, restore=self._restore,
                            supports_gauss_newton=self.supports_gauss_newton,
                            supports_squared_gradients=self.supports_squared_gradients,

@@ -6,11 +6,14 @@ padding (Keras' convention). Padded frames hold `PAD_VALUE` in every feature, so
 """
 
 import importlib
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 PAD_VALUE = -1.0
+
+# Composed sequences ``[T_i, features]`` and their label arrays, before `pad`.
+Composed = Tuple[List[np.ndarray], List[np.ndarray]]
 
 
 class Split(NamedTuple):
@@ -36,9 +39,11 @@ class TrainTest(NamedTuple):
     test: Split
 
 
-def stratified_split(targets: np.ndarray, test_fraction: float, rng: np.random.Generator):
+def stratified_split(targets: np.ndarray, test_fraction: float,
+                     rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """Sorted indices of train and test sources: each class split in the same proportion."""
-    train, test = [], []
+    train: List[int] = []
+    test: List[int] = []
     for target in np.unique(targets):
         members = rng.permutation(np.flatnonzero(targets == target))
         cut = int(round(len(members) * test_fraction))

@@ -21,7 +21,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ctc_newton.datasets._sequences import TrainTest, check_sizes, pad, require, standardizer
+from ctc_newton.datasets._sequences import (Composed, TrainTest, check_sizes, pad, require,
+                                            standardizer)
 
 NUM_FEATURES = 6
 ACTIVITIES = ("standing", "walking", "running", "badminton")
@@ -46,7 +47,8 @@ def load_recordings() -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, 
     return side(x_train, y_train), side(x_test, y_test)
 
 
-def _compose(recordings, activities, count, min_segments, max_segments, segment_frames, rng):
+def _compose(recordings, activities, count,
+             min_segments, max_segments, segment_frames, rng) -> Composed:
     by_activity = [np.flatnonzero(activities == k) for k in range(len(ACTIVITIES))]
     streams, labels = [], []
     for _ in range(count):

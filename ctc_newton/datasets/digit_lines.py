@@ -15,7 +15,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ctc_newton.datasets._sequences import (PAD_VALUE, Split, TrainTest,  # noqa: F401
+from ctc_newton.datasets._sequences import (Composed, PAD_VALUE, Split, TrainTest,  # noqa: F401
                                             check_sizes, pad, require, stratified_split)
 
 NUM_CLASSES = 11
@@ -31,7 +31,7 @@ def _load_digits():
     return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int32)
 
 
-def _compose(images, targets, pool, count, min_digits, max_digits, gap, rng):
+def _compose(images, targets, pool, count, min_digits, max_digits, gap, rng) -> Composed:
     by_digit = [pool[targets[pool] == d] for d in range(10)]
     lines, labels = [], []
     for _ in range(count):

@@ -21,7 +21,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ctc_newton.datasets._sequences import (TrainTest, check_sizes, pad, require,
+from ctc_newton.datasets._sequences import (Composed, TrainTest, check_sizes, pad, require,
                                             standardizer, stratified_split)
 
 NUM_FEATURES = 13
@@ -52,7 +52,7 @@ def recording_split(seed: int = 0, test_fraction: float = 0.25):
     return stratified_split(digits, test_fraction, np.random.default_rng(seed))
 
 
-def _compose(recordings, digits, pool, count, min_digits, max_digits, pause, rng):
+def _compose(recordings, digits, pool, count, min_digits, max_digits, pause, rng) -> Composed:
     by_digit = [pool[digits[pool] == d] for d in range(10)]
     frames = np.concatenate([recordings[i] for i in pool])
     quiet = frames[frames[:, 0] <= np.quantile(frames[:, 0], _QUIET_SHARE)]

@@ -98,8 +98,9 @@ def raise_static_problems(labels, label_length, logit_length, num_frames, num_cl
             isinstance(n, int) for n in (num_frames, num_classes, blank)):
         return
     with tf.init_scope():  # evaluate on the static values, outside any graph
-        problems = row_problems(*[tf.constant(v) for v in values], num_frames,
-                                num_classes, blank)
+        static_labels, static_label_length, static_logit_length = map(tf.constant, values)
+        problems = row_problems(static_labels, static_label_length, static_logit_length,
+                                num_frames, num_classes, blank)
         for message, bad in problems:
             if np.any(bad.numpy()):
                 raise tf.errors.InvalidArgumentError(None, None, message)

@@ -8,7 +8,7 @@ second derivatives w.r.t. the logits and, through any model, w.r.t. its weights.
 
 import contextlib
 import threading
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -86,7 +86,8 @@ class CTCPoint:
                                                     lattice.state_mask)
         self.fb = forward_backward(log_emissions, lattice, logit_length)
         self.logit_length = logit_length
-        self._weights = None  # transition weights, stored from the second product on
+        # Transition weights, stored from the second product on.
+        self._weights: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
         self._products = 0
         loss = -self.fb.log_likelihood
         finite = lattice.feasible & tf.math.is_finite(loss)

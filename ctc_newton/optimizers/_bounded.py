@@ -50,6 +50,8 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
     lower, upper = flat_bounds(bounds, oracle.size)
     dtype = tf.as_dtype(oracle.variables[0].dtype)
     iterations = 0
+    start = oracle.flat_position().numpy().astype(np.float64)
+    accepted = start  # until the first iteration: where the variables were
 
     def value_and_gradient(x):
         oracle.assign_flat(tf.constant(x, dtype))
@@ -71,8 +73,6 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
             if callback(result("running", False, 1, iterations)):
                 raise StopIteration
 
-    start = oracle.flat_position().numpy().astype(np.float64)
-    accepted = start  # until the first iteration: where the variables were
     try:
         outcome = scipy.optimize.minimize(
             value_and_gradient, np.clip(start, lower, upper), jac=True, method="L-BFGS-B",

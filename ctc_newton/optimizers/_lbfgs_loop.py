@@ -14,9 +14,7 @@ when it fails, so most iterations cost one evaluation, as scipy's L-BFGS-B's do.
 import collections
 
 import tensorflow as tf
-from tensorflow_probability.python.optimizer import lbfgs as tfp_lbfgs
-
-Results = tfp_lbfgs.LBfgsOptimizerResults
+from tensorflow_probability.python.optimizer.lbfgs import LBfgsOptimizerResults as Results
 
 # Strong Wolfe constants of scipy's line searches (Nocedal & Wright's defaults).
 SUFFICIENT_DECREASE = 1e-4

@@ -193,7 +193,8 @@ def truncated(apply: Apply, gradient: tf.Tensor, max_iterations: int,
 
 def backtracking_schedule(max_iterations: int) -> List[int]:
     """Martens' CG iterates kept for backtracking: ``ceil(1.3^j)``, de-duplicated."""
-    kept, j = [], 0
+    kept: List[int] = []
+    j = 0
     while True:
         i = math.ceil(1.3 ** j)
         if i > max_iterations:

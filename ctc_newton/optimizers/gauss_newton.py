@@ -1,6 +1,7 @@
 """Damped Gauss-Newton with Levenberg-Marquardt adaptation of the damping."""
 
 import math
+from typing import Any, Dict
 
 import keras
 import tensorflow as tf
@@ -93,7 +94,7 @@ class GaussNewton(SecondOrderOptimizer):
         x = problem.position()
         p, predicted, nonfinite, iterations = self._solve(curvature_oracle or oracle, gradient,
                                                           damping)
-        record = dict(damping=damping, cg_iterations=iterations)
+        record: Dict[str, Any] = dict(damping=damping, cg_iterations=iterations)
         if nonfinite:
             self._adapt(float("nan"))
             return StepResult.rejected(value, "non-finite curvature product; damping raised",

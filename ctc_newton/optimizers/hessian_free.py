@@ -18,6 +18,7 @@ Martens 2010 (ICML), Martens & Sutskever 2011/2012. Per step:
 
 import math
 import warnings
+from typing import Any, Dict
 
 import keras
 import numpy as np
@@ -83,7 +84,7 @@ class HessianFree(SecondOrderOptimizer):
         self.structural_damping = structural_damping
         self.min_damping = min_damping
         self.damping = self._scalar_state("damping", damping)
-        self.previous_solution = None  # created by build (the size of the problem)
+        self.previous_solution: Any = None  # keras.Variable, made by build (problem size)
 
     def build(self, variables):
         super().build(variables)
@@ -116,7 +117,9 @@ class HessianFree(SecondOrderOptimizer):
         squared = flatten(oracle.squared_gradient_diagonal())
         return tf.pow(tf.cast(squared, dtype) + damping, 0.75)
 
-    def step(self, oracle, curvature_oracle=None, structural_oracle=None):
+    # It takes structural_oracle by name where the base accepts **kwargs.
+    def step(self, oracle, curvature_oracle=None,  # type: ignore[override]
+             structural_oracle=None) -> StepResult:
         """One Hessian-free step (variables restored if it raises).
 
         Args:
@@ -166,7 +169,7 @@ class HessianFree(SecondOrderOptimizer):
         else:
             solution = curvature_oracle.solve(("martens", max_iterations, epsilon), solve,
                                               *args)
-        record = dict(damping=damping, cg_iterations=int(solution.iterations))
+        record: Dict[str, Any] = dict(damping=damping, cg_iterations=int(solution.iterations))
         iterates = solution.iterates()
         if bool(solution.nonfinite) or not iterates:
             self._raise_damping()

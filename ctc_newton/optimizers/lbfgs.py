@@ -1,7 +1,7 @@
 """L-BFGS over lists of variables, resumable, compiled for full-batch runs."""
 
 import warnings
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import keras
@@ -9,11 +9,10 @@ import tensorflow as tf
 
 from ctc_newton.curvature import flatten
 from ctc_newton.optimizers import _lbfgs_loop
+from ctc_newton.optimizers._lbfgs_loop import Results
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer, restore_on_exception
 from ctc_newton.optimizers.step_result import StepResult
-
-Results = _lbfgs_loop.Results
 
 
 def _finite(*tensors) -> bool:
@@ -68,12 +67,15 @@ class LBFGS(SecondOrderOptimizer):
         self.max_line_search_iterations = max_line_search_iterations
         self.results: Optional[Results] = None
         self.last_run_iterations = 0
-        self.position_deltas = None
-        self.gradient_deltas = None
-        self.memory_position = None
-        self.has_memory = None
-        self.memory_iterations = None
-        self._loop_key = self._loop = None  # the compiled loop and what it was traced for
+        # The memory's optimizer variables (keras.Variable), made by build.
+        self.position_deltas: Any = None
+        self.gradient_deltas: Any = None
+        self.memory_position: Any = None
+        self.has_memory: Any = None
+        self.memory_iterations: Any = None
+        # The compiled loop and what it was traced for.
+        self._loop_key: Optional[tuple] = None
+        self._loop: Optional[Callable] = None
         self._eager_only = None  # an oracle whose loss could not be traced
 
     def build(self, variables):

@@ -9,6 +9,7 @@ by CG on Gauss-Newton products. ``lambda`` follows Nielsen's rule.
 """
 
 import collections
+from typing import Any
 
 import keras
 import numpy as np
@@ -75,7 +76,7 @@ class LevenbergMarquardt(GaussNewton):
         if dense_limit < 0:
             raise ValueError(f"`dense_limit` must be >= 0, got {dense_limit}.")
         self.dense_limit = dense_limit
-        self.scale = None  # created by build (the size of the problem)
+        self.scale: Any = None  # keras.Variable, made by build (the problem's size)
 
     def build(self, variables):
         super().build(variables)

@@ -4,7 +4,7 @@ import math
 import numbers
 import sys
 import warnings
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -144,7 +144,7 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         raise ValueError(f"method={method!r} needs Gauss-Newton products: pass a "
                          "CurvatureOracle built with from_keras or from_outputs.")
     n = oracle.size
-    history = []
+    history: List[float] = []
 
     def result(message, success, status, nit):
         x = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]

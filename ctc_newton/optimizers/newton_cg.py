@@ -1,6 +1,7 @@
 """Line-search Newton-CG (scipy's ``Newton-CG``): truncated CG, then a Wolfe line search."""
 
 import math
+from typing import Any, Dict
 
 import keras
 import numpy as np
@@ -47,7 +48,7 @@ class LineSearchNewtonCG(TruncatedNewton):
             return cg.truncated(FlatProblem(o).product("hessian"), gradient, cap, 3 * eps)
 
         solution = problem.oracle.solve(("truncated", cap), solve, gradient)
-        record = dict(cg_iterations=int(solution.iterations),
+        record: Dict[str, Any] = dict(cg_iterations=int(solution.iterations),
                       negative_curvature=bool(solution.negative_curvature))
         if bool(solution.nonfinite):
             return StepResult.rejected(value, "non-finite Hessian product; step rejected",

@@ -1,7 +1,7 @@
 """Trust-region Newton-CG (scipy's ``trust-ncg``): Steihaug-Toint CG on the exact Hessian."""
 
 import math
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
@@ -62,7 +62,7 @@ class TrustRegionNewtonCG(TruncatedNewton):
 
         solution = problem.oracle.solve(("steihaug", cap), solve, gradient,
                                         tf.constant(radius, gradient.dtype))
-        record = dict(radius=radius, cg_iterations=int(solution.iterations),
+        record: Dict[str, Any] = dict(radius=radius, cg_iterations=int(solution.iterations),
                       negative_curvature=bool(solution.negative_curvature))
         if bool(solution.nonfinite):
             self.radius.assign(radius * 0.25)
