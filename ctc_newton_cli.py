@@ -27,8 +27,15 @@ from typing import Iterator, List, Optional
 # The second-order names are ctc_newton.optimizers.registry's, the dataset names
 # ctc_newton.datasets.TASKS's (tests check both); listed here so that parsing needs no
 # TensorFlow.
-OPTIMIZERS = ("hessian-free", "gauss-newton", "trust-ncg", "newton-cg", "lbfgs",
-              "levenberg-marquardt", "adam")
+OPTIMIZERS = (
+    "hessian-free",
+    "gauss-newton",
+    "trust-ncg",
+    "newton-cg",
+    "lbfgs",
+    "levenberg-marquardt",
+    "adam",
+)
 DATASETS = ("digit-lines", "spoken-digits", "activities")
 DIGITS = "0123456789"
 
@@ -39,7 +46,8 @@ DIGITS = "0123456789"
 _NATIVE_LOG_LINE = re.compile(
     r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|To enable the following instructions: .* rebuild TensorFlow)")
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
 
 
 @contextlib.contextmanager
@@ -63,14 +71,18 @@ def native_logs_filtered() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().decode(errors="replace")
-                    .splitlines(keepends=True) if not _NATIVE_LOG_LINE.match(line)]
+            kept = [
+                line
+                for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                if not _NATIVE_LOG_LINE.match(line)
+            ]
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
 
 
 def _integer(description: str, low: int, high: Optional[int] = None):
     """An argparse type: an integer in ``[low, high)``, else an error naming ``description``."""
+
     def parse(text):
         try:
             value = int(text)
@@ -79,12 +91,13 @@ def _integer(description: str, low: int, high: Optional[int] = None):
         if value < low or (high is not None and value >= high):
             raise argparse.ArgumentTypeError(f"expected {description}, got {value}")
         return value
+
     return parse
 
 
 _positive_int = _integer("a positive integer", 1)
 _non_negative_int = _integer("a non-negative integer", 0)
-_seed = _integer("an integer in [0, 2**32)", 0, 2 ** 32)
+_seed = _integer("an integer in [0, 2**32)", 0, 2**32)
 
 
 def _optimizer_list(text):
@@ -92,7 +105,8 @@ def _optimizer_list(text):
     unknown = [n for n in names if n not in OPTIMIZERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown optimizer(s) {unknown or text!r}; choose from {', '.join(OPTIMIZERS)}")
+            f"unknown optimizer(s) {unknown or text!r}; choose from {', '.join(OPTIMIZERS)}"
+        )
     return names
 
 
@@ -126,64 +140,115 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--dataset", choices=DATASETS, default="digit-lines",
-                       help="digit-lines: handwriting (scikit-learn); spoken-digits: speech "
-                            "(pip install 'ctc_newton[speech]'); activities: smartwatch "
-                            "sensors (pip install 'ctc_newton[activities]')")
-        p.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the data; default: 6 (activities: 8)")
-        p.add_argument("--batch-size", type=_positive_int, default=None,
-                       help="default: 32 for adam, 250 for the second-order methods")
-        p.add_argument("--train-size", type=_positive_int, default=2000,
-                       help="training sequences")
-        p.add_argument("--test-size", type=_positive_int, default=500,
-                       help="test sequences (from sources never seen in training)")
-        p.add_argument("--max-labels", "--max-digits", type=_positive_int, default=None,
-                       dest="max_labels",
-                       help="longest label sequence (digits, or activity segments); "
-                            "default: 5 digits, 4 activities")
-        p.add_argument("--units", type=_positive_int, default=None,
-                       help="GRU units in each direction; default: 32 (activities: 16, "
-                            "which generalizes better from its 40 training recordings)")
+        p.add_argument(
+            "--dataset",
+            choices=DATASETS,
+            default="digit-lines",
+            help="digit-lines: handwriting (scikit-learn); spoken-digits: speech "
+            "(pip install 'ctc_newton[speech]'); activities: smartwatch "
+            "sensors (pip install 'ctc_newton[activities]')",
+        )
+        p.add_argument(
+            "--epochs",
+            type=_positive_int,
+            default=None,
+            help="passes over the data; default: 6 (activities: 8)",
+        )
+        p.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=None,
+            help="default: 32 for adam, 250 for the second-order methods",
+        )
+        p.add_argument("--train-size", type=_positive_int, default=2000, help="training sequences")
+        p.add_argument(
+            "--test-size",
+            type=_positive_int,
+            default=500,
+            help="test sequences (from sources never seen in training)",
+        )
+        p.add_argument(
+            "--max-labels",
+            "--max-digits",
+            type=_positive_int,
+            default=None,
+            dest="max_labels",
+            help="longest label sequence (digits, or activity segments); "
+            "default: 5 digits, 4 activities",
+        )
+        p.add_argument(
+            "--units",
+            type=_positive_int,
+            default=None,
+            help="GRU units in each direction; default: 32 (activities: 16, "
+            "which generalizes better from its 40 training recordings)",
+        )
         p.add_argument("--learning-rate", type=float, default=1e-2, help="adam only")
-        p.add_argument("--seed", type=_seed, default=0,
-                       help="data split and initialization")
+        p.add_argument("--seed", type=_seed, default=0, help="data split and initialization")
 
-    train = commands.add_parser("train", help="train a recognizer on one of the tasks",
-                                formatter_class=_HelpWithDefaults)
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="hessian-free",
-                       help="second-order method, or adam as the baseline")
-    train.add_argument("--output", default=None,
-                       help="where to save the trained model (.keras); default: "
-                            "<dataset>.keras, e.g. digit_lines.keras")
+    train = commands.add_parser(
+        "train", help="train a recognizer on one of the tasks", formatter_class=_HelpWithDefaults
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="hessian-free",
+        help="second-order method, or adam as the baseline",
+    )
+    train.add_argument(
+        "--output",
+        default=None,
+        help="where to save the trained model (.keras); default: "
+        "<dataset>.keras, e.g. digit_lines.keras",
+    )
     train.add_argument("--progress", action="store_true", help="show Keras' progress bar")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the checkpoint that an interrupted run with the "
-                            "same arguments left beside --output (saved after every epoch)")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint that an interrupted run with the "
+        "same arguments left beside --output (saved after every epoch)",
+    )
     common(train)
     read = commands.add_parser(
-        "transcribe", formatter_class=_HelpWithDefaults,
+        "transcribe",
+        formatter_class=_HelpWithDefaults,
         help="decode input sequences with a trained model, one line per sequence",
         description="Decodes each input sequence with a model saved by `ctc-newton train` "
-                    "(or any Keras CTC model whose outputs are per-frame logits, blank 0): "
-                    "one line per sequence on stdout.")
+        "(or any Keras CTC model whose outputs are per-frame logits, blank 0): "
+        "one line per sequence on stdout.",
+    )
     read.add_argument("model", help="a saved model (.keras)")
-    read.add_argument("inputs", help="a .npy array [sequences, frames, features] (or "
-                                     "[frames, features]), or a .npz holding `inputs`; "
-                                     "pad with the value the model masks")
-    read.add_argument("--beam-width", type=_non_negative_int, default=0,
-                      help="0: greedy decoding; else prefix beam search with this many beams")
-    read.add_argument("--alphabet", default=DIGITS,
-                      help="the symbol of each label 1, 2, ..., or comma-separated words "
-                           "(standing,walking,running,badminton for an activities model); "
-                           "'' prints label ids")
-    compare = commands.add_parser("compare", help="compare optimizers from one start",
-                                  formatter_class=_HelpWithDefaults)
-    compare.add_argument("--optimizers", type=_optimizer_list,
-                         default="adam,hessian-free",
-                         help=f"comma-separated, from {', '.join(OPTIMIZERS)}")
-    compare.add_argument("--output-dir", default="compare_results",
-                         help="where the plot and the table go")
+    read.add_argument(
+        "inputs",
+        help="a .npy array [sequences, frames, features] (or "
+        "[frames, features]), or a .npz holding `inputs`; "
+        "pad with the value the model masks",
+    )
+    read.add_argument(
+        "--beam-width",
+        type=_non_negative_int,
+        default=0,
+        help="0: greedy decoding; else prefix beam search with this many beams",
+    )
+    read.add_argument(
+        "--alphabet",
+        default=DIGITS,
+        help="the symbol of each label 1, 2, ..., or comma-separated words "
+        "(standing,walking,running,badminton for an activities model); "
+        "'' prints label ids",
+    )
+    compare = commands.add_parser(
+        "compare", help="compare optimizers from one start", formatter_class=_HelpWithDefaults
+    )
+    compare.add_argument(
+        "--optimizers",
+        type=_optimizer_list,
+        default="adam,hessian-free",
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)}",
+    )
+    compare.add_argument(
+        "--output-dir", default="compare_results", help="where the plot and the table go"
+    )
     common(compare)
     return top
 

@@ -24,11 +24,13 @@ def best_seconds(fn, repeats: int, trials: int = 5) -> float:
 def product_chain(functions, k: int, kind: str = "gauss_newton"):
     """The graph function ``(batch, ()) -> k`` curvature products at one linearization,
     each fed the (normalized) previous one as in CG; from a `GraphFunctions`."""
+
     def fn(o):
         v = [tf.ones_like(w) for w in o.variables]
         for _ in range(k):
             v = [p / (1 + tf.norm(p)) for p in o.curvature_vector_product(v, kind)]
         return v
+
     return functions.solver(("products", kind, k), fn)
 
 
@@ -36,14 +38,17 @@ def provenance(**versions: str) -> str:
     """``Date: ...; <machine>, <n> cores; TensorFlow <v>[, <name> <v> ...]`` for a results
     header (the caller adds the punctuation that follows)."""
     extra = "".join(f", {name} {version}" for name, version in versions.items())
-    return (f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
-            f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}{extra}")
+    return (
+        f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; "
+        f"{platform.machine()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}{extra}"
+    )
 
 
 def write_results(filename: str, lines) -> None:
     """Prints the lines and writes them to ``benchmarks/results/<filename>``."""
     text = "\n".join(lines)
     print(text)
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", filename),
-              "w") as f:
+    with open(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", filename), "w"
+    ) as f:
         f.write(text + "\n")

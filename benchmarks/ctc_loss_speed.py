@@ -45,8 +45,9 @@ def time_call(fn, budget_s=3.0, min_reps=3, max_reps=30):
     fn()
     times = []
     start = time.perf_counter()
-    while len(times) < min_reps or (len(times) < max_reps
-                                    and time.perf_counter() - start < budget_s):
+    while len(times) < min_reps or (
+        len(times) < max_reps and time.perf_counter() - start < budget_s
+    ):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -67,15 +68,18 @@ def tf_functions(peer, shape):
         def loss_fn(z):
             return ctc_newton.ctc_loss(labels, z, label_length, logit_length)
     elif peer == "tf_dense":
+
         def loss_fn(z):
-            return tf.nn.ctc_loss(labels, z, label_length, logit_length,
-                                  logits_time_major=False, blank_index=0)
+            return tf.nn.ctc_loss(
+                labels, z, label_length, logit_length, logits_time_major=False, blank_index=0
+            )
     elif peer == "tf_sparse":
         sparse = tf.sparse.from_dense(tf.constant(labels))
 
         def loss_fn(z):
-            return tf.nn.ctc_loss(sparse, z, None, logit_length, logits_time_major=False,
-                                  blank_index=0)
+            return tf.nn.ctc_loss(
+                sparse, z, None, logit_length, logits_time_major=False, blank_index=0
+            )
     else:
         from tf_seq2seq_losses import classic_ctc_loss
 
@@ -108,8 +112,7 @@ def tf_functions(peer, shape):
     def block(result):
         return [t.numpy() for t in tf.nest.flatten(result)]
 
-    return (lambda: block(loss(x)), lambda: block(loss_and_grad(x)),
-            lambda: block(hvp(x, v)))
+    return (lambda: block(loss(x)), lambda: block(loss_and_grad(x)), lambda: block(hvp(x, v)))
 
 
 def jax_functions(shape):
@@ -130,8 +133,7 @@ def jax_functions(shape):
     loss_and_grad = jax.jit(jax.value_and_grad(total))
     hvp = jax.jit(lambda z, w: jax.jvp(jax.grad(total), (z,), (w,))[1])
     block = jax.block_until_ready
-    return (lambda: block(loss(x)), lambda: block(loss_and_grad(x)),
-            lambda: block(hvp(x, v)))
+    return (lambda: block(loss(x)), lambda: block(loss_and_grad(x)), lambda: block(hvp(x, v)))
 
 
 def describe(error):
@@ -145,11 +147,17 @@ def eager_outcome(peer, hvp):
     if not peer.startswith("tf_"):
         return ""
     import tensorflow as tf
+
     tf.config.run_functions_eagerly(True)
     try:
         product = hvp()[-1]
-        return "; eagerly: " + ("all NaN, no error" if np.all(np.isnan(product))
-                                else "some NaN" if np.any(np.isnan(product)) else "finite")
+        return "; eagerly: " + (
+            "all NaN, no error"
+            if np.all(np.isnan(product))
+            else "some NaN"
+            if np.any(np.isnan(product))
+            else "finite"
+        )
     except Exception as error:  # noqa: BLE001
         return "; eagerly: " + describe(error)
     finally:
@@ -169,8 +177,10 @@ def worker(peer, shapes, gradient_dir):
             results[shape] = {"error": f"not installed ({error})"}
             continue
         slow = peer == "tf_dense" and shape == "L"
-        entry = {"loss": time_call(loss, min_reps=2 if slow else 3),
-                 "loss_grad": time_call(loss_and_grad, min_reps=2 if slow else 3)}
+        entry = {
+            "loss": time_call(loss, min_reps=2 if slow else 3),
+            "loss_grad": time_call(loss_and_grad, min_reps=2 if slow else 3),
+        }
         grad = loss_and_grad()
         np.save(os.path.join(gradient_dir, f"{peer}_{shape}.npy"), np.asarray(grad[-1]))
         if peer == "tf_seq2seq_losses" and shape != "S":
@@ -195,16 +205,17 @@ def reference_gradients(shapes, gradient_dir):
     import tensorflow as tf
 
     import ctc_newton
+
     for shape in shapes:
         logits, labels, _ = make_inputs(shape, np.float64)
         batch, frames, _, width = SHAPES[shape]
         x = tf.constant(logits)
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(ctc_newton.ctc_loss(labels, x, [width] * batch,
-                                                     [frames] * batch))
-        np.save(os.path.join(gradient_dir, f"reference_{shape}.npy"),
-                tape.gradient(loss, x).numpy())
+            loss = tf.reduce_sum(ctc_newton.ctc_loss(labels, x, [width] * batch, [frames] * batch))
+        np.save(
+            os.path.join(gradient_dir, f"reference_{shape}.npy"), tape.gradient(loss, x).numpy()
+        )
     return {}
 
 
@@ -231,7 +242,7 @@ def run_worker(args):
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     for line in out.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     return {"error": (out.stderr or out.stdout)[-500:]}
 
 
@@ -240,6 +251,7 @@ def versions():
     for name in ["tensorflow", "keras", "jax", "optax", "tf-seq2seq-losses", "numpy"]:
         try:
             from importlib.metadata import version
+
             found[name] = version(name)
         except Exception:  # noqa: BLE001
             found[name] = "not installed"
@@ -259,8 +271,9 @@ def main():
     if args.worker:
         spec = json.loads(args.worker)
         kind = spec.pop("kind")
-        result = {"time": worker, "reference": reference_gradients,
-                  "memory": peak_memory}[kind](**spec)
+        result = {"time": worker, "reference": reference_gradients, "memory": peak_memory}[kind](
+            **spec
+        )
         print("RESULT " + json.dumps(result))
         return
 
@@ -271,8 +284,9 @@ def main():
         this_round = {}
         for peer in PEERS:
             print(f"round {r + 1}: {peer} ...", flush=True)
-            this_round[peer] = run_worker({"kind": "time", "peer": peer, "shapes": shapes,
-                                           "gradient_dir": gradient_dir})
+            this_round[peer] = run_worker(
+                {"kind": "time", "peer": peer, "shapes": shapes, "gradient_dir": gradient_dir}
+            )
         rounds.append(this_round)
     run_worker({"kind": "reference", "shapes": shapes, "gradient_dir": gradient_dir})
     accuracy = {}
@@ -284,11 +298,11 @@ def main():
                 accuracy[(peer, shape)] = float(np.abs(np.load(path) - ref).max())
     memory = {}
     if "L" in shapes:
-        for peer, what in [("ctc_newton", "loss_grad"), ("ctc_newton", "hvp"),
-                           ("optax", "hvp")]:
+        for peer, what in [("ctc_newton", "loss_grad"), ("ctc_newton", "hvp"), ("optax", "hvp")]:
             print(f"memory: {peer} {what} at L ...", flush=True)
-            memory[(peer, what)] = run_worker({"kind": "memory", "peer": peer, "shape": "L",
-                                               "what": what})
+            memory[(peer, what)] = run_worker(
+                {"kind": "memory", "peer": peer, "shape": "L", "what": what}
+            )
 
     lines = report(rounds, shapes, accuracy, memory)
     text = "\n".join(lines)
@@ -297,39 +311,60 @@ def main():
     with open(os.path.join(HERE, "results", "ctc_loss_speed.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(HERE, "results", "ctc_loss_speed.json"), "w") as f:
-        json.dump({"rounds": rounds, "accuracy": {f"{p}/{s}": v for (p, s), v in
-                                                  accuracy.items()},
-                   "memory": {f"{p}/{w}": v for (p, w), v in memory.items()}}, f, indent=1)
+        json.dump(
+            {
+                "rounds": rounds,
+                "accuracy": {f"{p}/{s}": v for (p, s), v in accuracy.items()},
+                "memory": {f"{p}/{w}": v for (p, w), v in memory.items()},
+            },
+            f,
+            indent=1,
+        )
 
 
 def report(rounds, shapes, accuracy, memory):
-    lines = ["# CTC loss benchmark: ctc_newton vs peers",
-             "",
-             f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; machine: "
-             f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
-             f"versions: {versions()}.",
-             "float32, CPU, random normal logits, labels in 1..K-1, blank 0, full lengths; "
-             "median ms per call after warm-up (each call blocks on its result); one "
-             "process per framework, rounds run back to back. Shapes: "
-             + ", ".join(f"{k} (B,T,K,L)={v}" for k, v in SHAPES.items() if k in shapes) + ".",
-             ""]
-    for what, title in [("loss", "Loss"), ("loss_grad", "Loss + gradient"),
-                        ("hvp", "Hessian-vector product (w.r.t. logits)")]:
-        lines += [f"## {title} (ms per round)", "",
-                  "| implementation | " + " | ".join(shapes) + " |",
-                  "|---|" + "---|" * len(shapes)]
+    lines = [
+        "# CTC loss benchmark: ctc_newton vs peers",
+        "",
+        f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}; machine: "
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+        f"versions: {versions()}.",
+        "float32, CPU, random normal logits, labels in 1..K-1, blank 0, full lengths; "
+        "median ms per call after warm-up (each call blocks on its result); one "
+        "process per framework, rounds run back to back. Shapes: "
+        + ", ".join(f"{k} (B,T,K,L)={v}" for k, v in SHAPES.items() if k in shapes)
+        + ".",
+        "",
+    ]
+    for what, title in [
+        ("loss", "Loss"),
+        ("loss_grad", "Loss + gradient"),
+        ("hvp", "Hessian-vector product (w.r.t. logits)"),
+    ]:
+        lines += [
+            f"## {title} (ms per round)",
+            "",
+            "| implementation | " + " | ".join(shapes) + " |",
+            "|---|" + "---|" * len(shapes),
+        ]
         for peer in PEERS:
             cells = []
             for shape in shapes:
-                values = [rnd[peer].get(shape, {}).get(what, rnd[peer].get("error", "-"))
-                          if isinstance(rnd[peer].get(shape), dict) else
-                          rnd[peer].get("error", "-") for rnd in rounds]
+                values = [
+                    rnd[peer].get(shape, {}).get(what, rnd[peer].get("error", "-"))
+                    if isinstance(rnd[peer].get(shape), dict)
+                    else rnd[peer].get("error", "-")
+                    for rnd in rounds
+                ]
                 cells.append(" / ".join(fmt(v) for v in values))
             lines.append(f"| {peer} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## Ratios (peer time / ctc_newton time, per round; > 1 means ctc_newton is "
-              "faster)", "", "| measure | peer | " + " | ".join(shapes) + " |",
-              "|---|---|" + "---|" * len(shapes)]
+    lines += [
+        "## Ratios (peer time / ctc_newton time, per round; > 1 means ctc_newton is faster)",
+        "",
+        "| measure | peer | " + " | ".join(shapes) + " |",
+        "|---|---|" + "---|" * len(shapes),
+    ]
     for what in ["loss_grad", "hvp"]:
         for peer in PEERS[1:]:
             cells = []
@@ -337,14 +372,25 @@ def report(rounds, shapes, accuracy, memory):
                 ratios = []
                 for rnd in rounds:
                     ours = rnd["ctc_newton"].get(shape, {}).get(what)
-                    theirs = rnd[peer].get(shape, {}).get(what) if isinstance(
-                        rnd[peer].get(shape), dict) else None
-                    ratios.append(f"{theirs / ours:.2f}x" if isinstance(theirs, float)
-                                  and isinstance(ours, float) else "-")
+                    theirs = (
+                        rnd[peer].get(shape, {}).get(what)
+                        if isinstance(rnd[peer].get(shape), dict)
+                        else None
+                    )
+                    ratios.append(
+                        f"{theirs / ours:.2f}x"
+                        if isinstance(theirs, float) and isinstance(ours, float)
+                        else "-"
+                    )
                 cells.append(" / ".join(ratios))
             lines.append(f"| {what} | {peer} | " + " | ".join(cells) + " |")
-    lines += ["", "## ctc_newton's HVP relative to its own loss + gradient", "",
-              "| shape | ratio per round |", "|---|---|"]
+    lines += [
+        "",
+        "## ctc_newton's HVP relative to its own loss + gradient",
+        "",
+        "| shape | ratio per round |",
+        "|---|---|",
+    ]
     for shape in shapes:
         ratios = []
         for rnd in rounds:
@@ -352,20 +398,29 @@ def report(rounds, shapes, accuracy, memory):
             if isinstance(ours.get("hvp"), float):
                 ratios.append(f"{ours['hvp'] / ours['loss_grad']:.2f}x")
         lines.append(f"| {shape} | " + " / ".join(ratios) + " |")
-    lines += ["", "## float32 gradient accuracy (max abs error vs ctc_newton float64)", "",
-              "| implementation | " + " | ".join(shapes) + " |",
-              "|---|" + "---|" * len(shapes)]
+    lines += [
+        "",
+        "## float32 gradient accuracy (max abs error vs ctc_newton float64)",
+        "",
+        "| implementation | " + " | ".join(shapes) + " |",
+        "|---|" + "---|" * len(shapes),
+    ]
     for peer in PEERS:
-        cells = [f"{accuracy[(peer, s)]:.1e}" if (peer, s) in accuracy else "-"
-                 for s in shapes]
+        cells = [f"{accuracy[(peer, s)]:.1e}" if (peer, s) in accuracy else "-" for s in shapes]
         lines.append(f"| {peer} | " + " | ".join(cells) + " |")
     if memory:
-        lines += ["", "## Peak memory at L (increase of peak RSS over 3 calls, fresh "
-                  "process, MB; includes compilation)", "", "| implementation | what | MB |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "## Peak memory at L (increase of peak RSS over 3 calls, fresh "
+            "process, MB; includes compilation)",
+            "",
+            "| implementation | what | MB |",
+            "|---|---|---|",
+        ]
         for (peer, what), value in memory.items():
-            lines.append(f"| {peer} | {what} | "
-                         f"{fmt(value.get('peak_mb', value.get('error', '-')))} |")
+            lines.append(
+                f"| {peer} | {what} | {fmt(value.get('peak_mb', value.get('error', '-')))} |"
+            )
     return lines
 
 

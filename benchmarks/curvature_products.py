@@ -45,8 +45,11 @@ def main():
     y = tf.constant(rs.randint(1, CLASSES, size=(BATCH, WIDTH)).astype(np.int32))
     layers = [keras.Input((FRAMES, FEATURES))]
     for _ in range(2):
-        layers.append(keras.layers.Bidirectional(
-            keras.layers.LSTM(UNITS, return_sequences=True, use_cudnn=False)))
+        layers.append(
+            keras.layers.Bidirectional(
+                keras.layers.LSTM(UNITS, return_sequences=True, use_cudnn=False)
+            )
+        )
     layers.append(keras.layers.Dense(CLASSES))
     model = keras.Sequential(layers)
     loss = CTCLoss()
@@ -69,6 +72,7 @@ def main():
                 scale = tf.linalg.global_norm(direction)
                 direction = [d / scale for d in direction]
             return direction
+
         return run
 
     grad_ms = median_ms(gradient)
@@ -78,17 +82,25 @@ def main():
         more = median_ms(products(kind, 1 + FURTHER))
         each = (more - first) / FURTHER
         rows.append((kind, first, each))
-    lines = ["# Curvature products of a BiLSTM + CTC model vs one gradient", "",
-             provenance(Keras=keras.__version__) + "; CPU, float32.",
-             f"Model: 2 x BiLSTM({UNITS}) + Dense({CLASSES}), "
-             f"{model.count_params()} parameters; batch {BATCH}, T={FRAMES}, "
-             f"{FEATURES} features, labels of {WIDTH}. Medians of 7 calls, in tf.function.", "",
-             f"One gradient: {grad_ms:.1f} ms.", "",
-             "| product | first at a point (ms) | ratio to gradient | each further (ms) | "
-             "ratio to gradient |", "|---|---|---|---|---|"]
+    lines = [
+        "# Curvature products of a BiLSTM + CTC model vs one gradient",
+        "",
+        provenance(Keras=keras.__version__) + "; CPU, float32.",
+        f"Model: 2 x BiLSTM({UNITS}) + Dense({CLASSES}), "
+        f"{model.count_params()} parameters; batch {BATCH}, T={FRAMES}, "
+        f"{FEATURES} features, labels of {WIDTH}. Medians of 7 calls, in tf.function.",
+        "",
+        f"One gradient: {grad_ms:.1f} ms.",
+        "",
+        "| product | first at a point (ms) | ratio to gradient | each further (ms) | "
+        "ratio to gradient |",
+        "|---|---|---|---|---|",
+    ]
     for kind, first, each in rows:
-        lines.append(f"| {kind} | {first:.1f} | {first / grad_ms:.2f}x | {each:.1f} | "
-                     f"{each / grad_ms:.2f}x |")
+        lines.append(
+            f"| {kind} | {first:.1f} | {first / grad_ms:.2f}x | {each:.1f} | "
+            f"{each / grad_ms:.2f}x |"
+        )
     write_results("curvature_products.md", lines)
 
 

@@ -49,8 +49,11 @@ class Timer(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        step = dict(self.spent, total=time.perf_counter() - self.start,
-                    cg_iterations=float((logs or {}).get("cg_iterations", 0)))
+        step = dict(
+            self.spent,
+            total=time.perf_counter() - self.start,
+            cg_iterations=float((logs or {}).get("cg_iterations", 0)),
+        )
         self.steps.append(step)
 
 
@@ -92,15 +95,25 @@ def breakdown(name, data, steps):
     original = timed_calls(spent)
     try:
         count = (steps + 2) * batch  # two warm-up steps trace
-        model.fit(data.train.inputs[:count], data.train.labels[:count], batch_size=batch,
-                  epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+        model.fit(
+            data.train.inputs[:count],
+            data.train.labels[:count],
+            batch_size=batch,
+            epochs=1,
+            verbose=0,
+            callbacks=[timer],
+            shuffle=False,
+        )
     finally:
         GraphOracle._call = original
-    product = product_seconds(model, tf.constant(data.train.inputs[:batch]),
-                              tf.constant(data.train.labels[:batch]))
+    product = product_seconds(
+        model, tf.constant(data.train.inputs[:batch]), tf.constant(data.train.labels[:batch])
+    )
     measured = timer.steps[2:]
-    mean = {k: float(np.mean([s.get(k, 0.0) for s in measured]))
-            for k in KINDS + ("total", "cg_iterations")}
+    mean = {
+        k: float(np.mean([s.get(k, 0.0) for s in measured]))
+        for k in KINDS + ("total", "cg_iterations")
+    }
     # Each CG iteration is one product; Martens' CG does one more at its start.
     products = (mean["cg_iterations"]) * product
     return batch, mean, product, products
@@ -111,15 +124,19 @@ def main():
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     data = load_digit_lines()
-    lines = ["# Second-order steps in model.fit: where the time goes", "",
-             provenance() + ". Digit-lines recognizer (ctc_newton.recognizer, bidirectional "
-             "GRU 32), each "
-             "optimizer as `ctc-newton train` configures it, mean over "
-             f"{args.steps} batches after two warm-up batches. Milliseconds per step.", "",
-             "| optimizer | batch | step | products (modelled) | solve: linearization + CG "
-             "| value+gradient+outputs | trial evaluations | squared gradients "
-             "| other (host) | outside products |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Second-order steps in model.fit: where the time goes",
+        "",
+        provenance() + ". Digit-lines recognizer (ctc_newton.recognizer, bidirectional "
+        "GRU 32), each "
+        "optimizer as `ctc-newton train` configures it, mean over "
+        f"{args.steps} batches after two warm-up batches. Milliseconds per step.",
+        "",
+        "| optimizer | batch | step | products (modelled) | solve: linearization + CG "
+        "| value+gradient+outputs | trial evaluations | squared gradients "
+        "| other (host) | outside products |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in ("hessian-free", "gauss-newton", "trust-ncg"):
         batch, mean, product, products = breakdown(name, data, args.steps)
         other = mean["total"] - sum(mean[k] for k in KINDS)
@@ -130,7 +147,8 @@ def main():
             f"{(mean['solve'] - products) * 1000:.0f} | {ms['value_and_gradient']:.0f} | "
             f"{ms['value'] + ms['evaluate_at']:.0f} | "
             f"{ms['squared_gradients']:.0f} | "
-            f"{other * 1000:.0f} | {1 - products / mean['total']:.0%} |")
+            f"{other * 1000:.0f} | {1 - products / mean['total']:.0%} |"
+        )
     write_results("fit_step_breakdown.md", lines)
 
 

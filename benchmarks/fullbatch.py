@@ -37,15 +37,21 @@ from ctc_newton.optimizers import minimize  # noqa: E402
 def problem():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (4096, 2))
-    y = (np.sin(3 * x[:, :1]) * np.cos(2 * x[:, 1:]) + 0.5 * x[:, :1] * x[:, 1:])
+    y = np.sin(3 * x[:, :1]) * np.cos(2 * x[:, 1:]) + 0.5 * x[:, :1] * x[:, 1:]
     return tf.constant(x), tf.constant(y)
 
 
 def model():
     keras.utils.set_random_seed(0)
     keras.config.set_floatx("float64")
-    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(64, activation="tanh"),
-                            keras.layers.Dense(64, activation="tanh"), keras.layers.Dense(1)])
+    net = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(64, activation="tanh"),
+            keras.layers.Dense(64, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
     keras.config.set_floatx("float32")
     return net
 
@@ -67,8 +73,13 @@ def flat_value_and_gradient(net, x, y):
 def run_ours(x, y, iterations):
     net = model()
     variables = net.trainable_variables
-    result = minimize(lambda: tf.reduce_mean((net(x) - y) ** 2), variables, method="lbfgs",
-                      maxiter=iterations, gtol=0.0)
+    result = minimize(
+        lambda: tf.reduce_mean((net(x) - y) ** 2),
+        variables,
+        method="lbfgs",
+        maxiter=iterations,
+        gtol=0.0,
+    )
     return result.nit, result.fun, result.nfev
 
 
@@ -82,8 +93,9 @@ def run_scipy(x, y, iterations):
         return float(value), gradient.numpy()
 
     x0 = flatten(variables).numpy()
-    out = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
-                                  options=dict(maxiter=iterations, gtol=0.0, ftol=0.0))
+    out = scipy.optimize.minimize(
+        fun, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=iterations, gtol=0.0, ftol=0.0)
+    )
     return out.nit, out.fun, out.nfev
 
 
@@ -94,8 +106,9 @@ def run_tfp(x, y, iterations):
 
     @tf.function
     def run(start):
-        return tfp.optimizer.lbfgs_minimize(value_and_gradient, start, tolerance=0.0,
-                                            max_iterations=iterations)
+        return tfp.optimizer.lbfgs_minimize(
+            value_and_gradient, start, tolerance=0.0, max_iterations=iterations
+        )
 
     out = run(flatten(variables))
     return int(out.num_iterations), float(out.objective_value), int(out.num_objective_evaluations)
@@ -105,9 +118,9 @@ def tape_oracle(net, x, y, method):
     """from_outputs (Gauss-Newton methods) or from_function (Hessian methods)."""
     variables = net.trainable_variables
     if method in ("gauss-newton", "hessian-free"):
-        return CurvatureOracle.from_outputs(lambda: net(x),
-                                            lambda out: tf.reduce_mean((out - y) ** 2),
-                                            variables)
+        return CurvatureOracle.from_outputs(
+            lambda: net(x), lambda out: tf.reduce_mean((out - y) ** 2), variables
+        )
     return CurvatureOracle.from_function(lambda: tf.reduce_mean((net(x) - y) ** 2), variables)
 
 
@@ -121,8 +134,12 @@ def instrument(oracle):
     counts = collections.Counter()
     call = oracle._call
     functions = oracle._functions
-    kinds = {id(functions.value_and_gradient): "gradients", id(functions.value): "values",
-             id(functions.evaluate_at): "values", id(functions.product): "products"}
+    kinds = {
+        id(functions.value_and_gradient): "gradients",
+        id(functions.value): "values",
+        id(functions.evaluate_at): "values",
+        id(functions.product): "products",
+    }
 
     def counted(fn, *args):
         counts[kinds.get(id(fn), "solves")] += 1
@@ -146,8 +163,12 @@ def unit_costs(net, x, y, method, repeats=20):
     chains = [product_chain(oracle._functions, k, kind) for k in (1, 21)]
     one, many = (seconds(lambda f=chain: oracle._call(f, ())) for chain in chains)
     product = (many - one) / 20
-    return {"gradient": gradient, "value": value, "linearization": one - product,
-            "product": product}
+    return {
+        "gradient": gradient,
+        "value": value,
+        "linearization": one - product,
+        "product": product,
+    }
 
 
 def run_curvature(x, y, method, iterations):
@@ -174,17 +195,20 @@ def run_curvature(x, y, method, iterations):
     counts = dict(counts, products=oracle.num_curvature_products)
     units = unit_costs(model(), x, y, method)
     per = {k: v / max(result.nit, 1) for k, v in counts.items()}
-    modelled = (per.get("gradients", 0) * units["gradient"]
-                + per.get("values", 0) * units["value"]
-                + per.get("solves", 0) * units["linearization"]
-                + per["products"] * units["product"])
+    modelled = (
+        per.get("gradients", 0) * units["gradient"]
+        + per.get("values", 0) * units["value"]
+        + per.get("solves", 0) * units["linearization"]
+        + per["products"] * units["product"]
+    )
     return result.nit, result.fun, first, per_iteration_s, modelled, per, units
 
 
 def run_eager(x, y, method, iterations):
     net = model()
-    result = minimize(tape_oracle(net, x, y, method), method=method, maxiter=iterations,
-                      gtol=0.0, compiled=False)
+    result = minimize(
+        tape_oracle(net, x, y, method), method=method, maxiter=iterations, gtol=0.0, compiled=False
+    )
     return result.nit, result.fun
 
 
@@ -201,42 +225,63 @@ def main():
     args = parser.parse_args()
     x, y = problem()
     rows = []
-    for name, fn in [("scipy L-BFGS-B + tf.function", run_scipy),
-                     ("tfp lbfgs_minimize in one tf.function", run_tfp),
-                     ("ctc_newton minimize(method='lbfgs')", run_ours)]:
+    for name, fn in [
+        ("scipy L-BFGS-B + tf.function", run_scipy),
+        ("tfp lbfgs_minimize in one tf.function", run_tfp),
+        ("ctc_newton minimize(method='lbfgs')", run_ours),
+    ]:
         rows.append((name,) + timed(fn, x, y, args.iterations))
     reference = rows[0][3] / max(rows[0][1], 1)  # scipy's seconds per iteration
-    lines = ["# Full-batch MLP: ctc_newton's minimize against the usual recipes", "",
-             provenance(scipy=scipy.__version__) + ". MLP 2-64-64-1 tanh, 4,417 weights, float64, "
-             "4,096 points, MSE, same start; wall time includes tracing.", "",
-             f"## L-BFGS, {args.iterations} iterations", "",
-             "| run | iterations | evaluations | final loss | wall s | s / iteration | "
-             "time per iteration vs scipy recipe |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Full-batch MLP: ctc_newton's minimize against the usual recipes",
+        "",
+        provenance(scipy=scipy.__version__) + ". MLP 2-64-64-1 tanh, 4,417 weights, float64, "
+        "4,096 points, MSE, same start; wall time includes tracing.",
+        "",
+        f"## L-BFGS, {args.iterations} iterations",
+        "",
+        "| run | iterations | evaluations | final loss | wall s | s / iteration | "
+        "time per iteration vs scipy recipe |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, nit, fun, wall, nfev in rows:
         per = wall / max(nit, 1)
-        lines.append(f"| {name} | {nit} | {nfev} | {fun:.3e} | {wall:.1f} | "
-                     f"{per * 1000:.1f} ms | {per / reference:.2f}x |")
-    lines += ["", f"## Curvature methods, {args.curvature_iterations} iterations", "",
-              "Compiled (the default): each step's CG solve is one graph call. *Model*: what "
-              "the iteration's own gradients, evaluations, linearizations and curvature "
-              "products cost at the unit costs measured in this run (one compiled call "
-              "each; a product after the linearization it shares); the overhead is steady "
-              "time / model - 1. Eager: `compiled=False`, the previous default.", "",
-              "| method | iterations | final loss | first call s (tracing) | s / iteration "
-              "| model s / iteration | overhead | products / iteration | "
-              "eager s / iteration |", "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {nit} | {nfev} | {fun:.3e} | {wall:.1f} | "
+            f"{per * 1000:.1f} ms | {per / reference:.2f}x |"
+        )
+    lines += [
+        "",
+        f"## Curvature methods, {args.curvature_iterations} iterations",
+        "",
+        "Compiled (the default): each step's CG solve is one graph call. *Model*: what "
+        "the iteration's own gradients, evaluations, linearizations and curvature "
+        "products cost at the unit costs measured in this run (one compiled call "
+        "each; a product after the linearization it shares); the overhead is steady "
+        "time / model - 1. Eager: `compiled=False`, the previous default.",
+        "",
+        "| method | iterations | final loss | first call s (tracing) | s / iteration "
+        "| model s / iteration | overhead | products / iteration | "
+        "eager s / iteration |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     unit_rows = []
     for method in ("gauss-newton", "hessian-free", "trust-ncg", "newton-cg"):
         nit, fun, first, steady, modelled, per, units = run_curvature(
-            x, y, method, args.curvature_iterations)
+            x, y, method, args.curvature_iterations
+        )
         eager = timed(run_eager, x, y, method, args.curvature_iterations)
-        lines.append(f"| {method} | {nit} | {fun:.3e} | {first:.2f} | {steady * 1000:.1f} ms | "
-                     f"{modelled * 1000:.1f} ms | {steady / modelled - 1:+.0%} | "
-                     f"{per['products']:.1f} | {eager[2] / max(eager[0], 1) * 1000:.0f} ms |")
+        lines.append(
+            f"| {method} | {nit} | {fun:.3e} | {first:.2f} | {steady * 1000:.1f} ms | "
+            f"{modelled * 1000:.1f} ms | {steady / modelled - 1:+.0%} | "
+            f"{per['products']:.1f} | {eager[2] / max(eager[0], 1) * 1000:.0f} ms |"
+        )
         unit_rows.append((method, units))
-    lines += ["", "Unit costs (ms): value-and-gradient, value, linearization, product after it.",
-              ""]
+    lines += [
+        "",
+        "Unit costs (ms): value-and-gradient, value, linearization, product after it.",
+        "",
+    ]
     for method, units in unit_rows:
         lines.append(f"- {method}: " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in units.items()))
     write_results("fullbatch.md", lines)

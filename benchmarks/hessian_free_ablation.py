@@ -44,9 +44,13 @@ base = dict(training.MINI_BATCH_SETTINGS["hessian-free"])
 for variant in args.variants:
     batch, changes = VARIANTS[variant]
     training.MINI_BATCH_SETTINGS["hessian-free"] = {**base, **changes}
-    _, rows = training.train_one("hessian-free", data, task.epochs, batch, task.units, 0, 1e-2,
-                                 dataset=args.dataset)
+    _, rows = training.train_one(
+        "hessian-free", data, task.epochs, batch, task.units, 0, 1e-2, dataset=args.dataset
+    )
     for r in rows:
-        print(f"| {variant} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
-              f"{r['test_label_error_rate']:.4f} |", flush=True)
+        print(
+            f"| {variant} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
+            f"{r['test_label_error_rate']:.4f} |",
+            flush=True,
+        )
 training.MINI_BATCH_SETTINGS["hessian-free"] = base

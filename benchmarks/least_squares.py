@@ -46,8 +46,14 @@ def mlp_fit():
     y = tf.sin(3 * t) + 0.3 * t
     keras.utils.set_random_seed(0)
     keras.config.set_floatx("float64")
-    net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(20, activation="tanh"),
-                            keras.layers.Dense(20, activation="tanh"), keras.layers.Dense(1)])
+    net = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(20, activation="tanh"),
+            keras.layers.Dense(20, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
     keras.config.set_floatx("float32")
     return (lambda: tf.reshape(net(t) - y, [-1])), net.trainable_variables
 
@@ -69,10 +75,20 @@ def run_ours(make):
         trace.append((time.perf_counter() - start, state.fun))
         return trace[-1][0] > SECONDS
 
-    result = minimize(CurvatureOracle.from_residuals(residuals, variables),
-                      method="levenberg-marquardt", gtol=1e-12, maxiter=100000, callback=watch)
-    return dict(seconds=time.perf_counter() - start, cost=result.fun, iterations=result.nit,
-                message=result.message, trace=trace)
+    result = minimize(
+        CurvatureOracle.from_residuals(residuals, variables),
+        method="levenberg-marquardt",
+        gtol=1e-12,
+        maxiter=100000,
+        callback=watch,
+    )
+    return dict(
+        seconds=time.perf_counter() - start,
+        cost=result.fun,
+        iterations=result.nit,
+        message=result.message,
+        trace=trace,
+    )
 
 
 def run_scipy(make):
@@ -108,14 +124,26 @@ def run_scipy(make):
 
     start = time.perf_counter()
     try:
-        result = scipy.optimize.least_squares(fun, flatten(variables).numpy(), jac=jac,
-                                              method="lm", xtol=1e-12, ftol=1e-12,
-                                              gtol=1e-12, max_nfev=100000)
+        result = scipy.optimize.least_squares(
+            fun,
+            flatten(variables).numpy(),
+            jac=jac,
+            method="lm",
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+            max_nfev=100000,
+        )
         cost, iterations, message = result.cost, result.njev, result.message
     except OutOfTime:
         cost, iterations, message = min(c for _, c in trace), None, "time budget spent"
-    return dict(seconds=time.perf_counter() - start, cost=cost, iterations=iterations,
-                message=message, trace=trace)
+    return dict(
+        seconds=time.perf_counter() - start,
+        cost=cost,
+        iterations=iterations,
+        message=message,
+        trace=trace,
+    )
 
 
 def time_to(trace, target):
@@ -123,23 +151,30 @@ def time_to(trace, target):
 
 
 def main():
-    lines = ["# Levenberg-Marquardt: minimize against scipy's MINPACK lm", "",
-             provenance(scipy=scipy.__version__) + ". float64, same start; wall time includes "
-             "tracing. "
-             "scipy: least_squares(method='lm') on tf.function residuals and Jacobian "
-             "(iterations = Jacobian evaluations). ours: minimize(from_residuals(...), "
-             "method='levenberg-marquardt'), dense steps. Each run stops at tolerances "
-             f"of 1e-12 or after {SECONDS:.0f} s.", "",
-             "| problem | parameters | run | final cost 1/2 r^2 | iterations | wall s | "
-             + " | ".join(f"s to cost {t:g}" for t in TARGETS) + " | stop |",
-             "|---|---|---|---|---|---|" + "---|" * len(TARGETS) + "---|"]
+    lines = [
+        "# Levenberg-Marquardt: minimize against scipy's MINPACK lm",
+        "",
+        provenance(scipy=scipy.__version__) + ". float64, same start; wall time includes "
+        "tracing. "
+        "scipy: least_squares(method='lm') on tf.function residuals and Jacobian "
+        "(iterations = Jacobian evaluations). ours: minimize(from_residuals(...), "
+        "method='levenberg-marquardt'), dense steps. Each run stops at tolerances "
+        f"of 1e-12 or after {SECONDS:.0f} s.",
+        "",
+        "| problem | parameters | run | final cost 1/2 r^2 | iterations | wall s | "
+        + " | ".join(f"s to cost {t:g}" for t in TARGETS)
+        + " | stop |",
+        "|---|---|---|---|---|---|" + "---|" * len(TARGETS) + "---|",
+    ]
     for name, make, size in (("curve fit", curve_fit, 3), ("MLP 1-20-20-1", mlp_fit, 481)):
         theirs, ours = run_scipy(make), run_ours(make)
         for label, row in (("scipy lm", theirs), ("ctc_newton", ours)):
             reached = " | ".join(time_to(row["trace"], t) for t in TARGETS)
-            lines.append(f"| {name} | {size} | {label} | {row['cost']:.6e} | "
-                         f"{row['iterations'] or '-'} | {row['seconds']:.2f} | {reached} | "
-                         f"{row['message']} |")
+            lines.append(
+                f"| {name} | {size} | {label} | {row['cost']:.6e} | "
+                f"{row['iterations'] or '-'} | {row['seconds']:.2f} | {reached} | "
+                f"{row['message']} |"
+            )
     write_results("least_squares.md", lines)
 
 

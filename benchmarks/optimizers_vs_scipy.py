@@ -31,10 +31,16 @@ def rosenbrock():
         w = tf.Variable([-1.2, 1.0], dtype=tf.float64)
         return CurvatureOracle.from_outputs(
             lambda: tf.stack([10.0 * (w[1] - w[0] ** 2), 1.0 - w[0]]),
-            lambda r: tf.reduce_sum(r ** 2), [w])
+            lambda r: tf.reduce_sum(r**2),
+            [w],
+        )
 
-    scipy_args = dict(fun=scipy.optimize.rosen, x0=np.array([-1.2, 1.0]),
-                      jac=scipy.optimize.rosen_der, hessp=scipy.optimize.rosen_hess_prod)
+    scipy_args = dict(
+        fun=scipy.optimize.rosen,
+        x0=np.array([-1.2, 1.0]),
+        jac=scipy.optimize.rosen_der,
+        hessp=scipy.optimize.rosen_hess_prod,
+    )
     return oracle, scipy_args
 
 
@@ -50,8 +56,10 @@ def logistic():
         w = tf.Variable(tf.zeros(d, tf.float64))
         return CurvatureOracle.from_outputs(
             lambda: tf.linalg.matvec(Xt, w),
-            lambda z: tf.reduce_mean(tf.nn.softplus(z) - yt * z), [w],
-            regularization_fn=lambda: 0.5 * lam * tf.reduce_sum(w * w))
+            lambda z: tf.reduce_mean(tf.nn.softplus(z) - yt * z),
+            [w],
+            regularization_fn=lambda: 0.5 * lam * tf.reduce_sum(w * w),
+        )
 
     def f(w):
         z = X @ w
@@ -68,19 +76,29 @@ def logistic():
 
 
 def main():
-    lines = ["# ctc_newton optimizers vs scipy on the reference problems", "",
-             provenance(scipy=scipy.__version__) + "; float64; defaults of both libraries "
-             "(ctc_newton: gtol 1e-5). Wall times include TensorFlow's eager overhead.", ""]
+    lines = [
+        "# ctc_newton optimizers vs scipy on the reference problems",
+        "",
+        provenance(scipy=scipy.__version__) + "; float64; defaults of both libraries "
+        "(ctc_newton: gtol 1e-5). Wall times include TensorFlow's eager overhead.",
+        "",
+    ]
     for name, make in [("Rosenbrock 2-D", rosenbrock), ("logistic regression", logistic)]:
         oracle_fn, scipy_args = make()
-        lines += [f"## {name}", "", "| method | library | iterations | f / g / Hv evaluations "
-                  "| final f | wall s |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {name}",
+            "",
+            "| method | library | iterations | f / g / Hv evaluations | final f | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
         for method in METHODS:
             start = time.perf_counter()
             ours = minimize(oracle_fn(), method=method)
             wall = time.perf_counter() - start
-            lines.append(f"| {method} | ctc_newton | {ours.nit} | {ours.nfev} / {ours.njev} / "
-                         f"{ours.nhev} | {ours.fun:.10g} | {wall:.2f} |")
+            lines.append(
+                f"| {method} | ctc_newton | {ours.nit} | {ours.nfev} / {ours.njev} / "
+                f"{ours.nhev} | {ours.fun:.10g} | {wall:.2f} |"
+            )
             if method in SCIPY:
                 args = dict(scipy_args)
                 if method == "lbfgs":
@@ -88,9 +106,11 @@ def main():
                 start = time.perf_counter()
                 ref = scipy.optimize.minimize(method=SCIPY[method], **args)
                 wall = time.perf_counter() - start
-                lines.append(f"| {method} | scipy ({SCIPY[method]}) | {ref.nit} | "
-                             f"{ref.nfev} / {ref.get('njev', '-')} / {ref.get('nhev', '-')} | "
-                             f"{ref.fun:.10g} | {wall:.2f} |")
+                lines.append(
+                    f"| {method} | scipy ({SCIPY[method]}) | {ref.nit} | "
+                    f"{ref.nfev} / {ref.get('njev', '-')} / {ref.get('nhev', '-')} | "
+                    f"{ref.fun:.10g} | {wall:.2f} |"
+                )
         lines.append("")
     write_results("optimizers_vs_scipy.md", lines)
 

@@ -18,14 +18,16 @@ def _private(module: str, name: str):
         raise ImportError(
             f"ctc_newton needs the Keras-internal `{module}.{name}`, which Keras "
             f"{keras.__version__} does not have: install the Keras version pinned by "
-            "ctc_newton (see its pyproject.toml) or report the Keras change.") from error
+            "ctc_newton (see its pyproject.toml) or report the Keras change."
+        ) from error
 
 
 # Training loop: the trainer whose train step fit() runs, and its replica reduction.
 TensorFlowTrainer = _private("keras.src.backend.tensorflow.trainer", "TensorFlowTrainer")
 reduce_per_replica = _private("keras.src.backend.tensorflow.trainer", "reduce_per_replica")
-unpack_x_y_sample_weight = _private("keras.src.trainers.data_adapters.data_adapter_utils",
-                                    "unpack_x_y_sample_weight")
+unpack_x_y_sample_weight = _private(
+    "keras.src.trainers.data_adapters.data_adapter_utils", "unpack_x_y_sample_weight"
+)
 # Masks travel on tensors as an attribute Keras sets and reads.
 get_keras_mask = _private("keras.src.backend.common.masking", "get_keras_mask")
 set_keras_mask = _private("keras.src.backend.common.masking", "set_keras_mask")
@@ -39,8 +41,10 @@ def loss_tracker(model):
     """The metric ``fit`` reports as ``loss`` (``Trainer._loss_tracker``)."""
     tracker = getattr(model, "_loss_tracker", None)
     if tracker is None:
-        raise AttributeError("this Keras model has no `_loss_tracker` (compile it first; if "
-                             "it is compiled, Keras renamed it: see ctc_newton/_keras_adapter.py)")
+        raise AttributeError(
+            "this Keras model has no `_loss_tracker` (compile it first; if "
+            "it is compiled, Keras renamed it: see ctc_newton/_keras_adapter.py)"
+        )
     return tracker
 
 
@@ -52,5 +56,8 @@ def flatten_layers(model):
 def seed_generators(model):
     """The ``keras.random.SeedGenerator``s of every layer in ``model`` (dropout's;
     ``Layer._seed_generators``). Their states are non-trainable variables."""
-    return [generator for layer in flatten_layers(model)
-            for generator in getattr(layer, "_seed_generators", ())]
+    return [
+        generator
+        for layer in flatten_layers(model)
+        for generator in getattr(layer, "_seed_generators", ())
+    ]

@@ -39,7 +39,7 @@ class Checkpoint:
     """
 
     def __init__(self, output: str, settings: Dict):
-        stem = output[:-len(".keras")]
+        stem = output[: -len(".keras")]
         self.model_path = stem + ".checkpoint.keras"
         self.log_path = stem + ".checkpoint.json"
         self.settings = settings
@@ -53,11 +53,14 @@ class Checkpoint:
         with open(self.log_path) as f:
             saved = json.load(f)
         if saved["settings"] != self.settings:
-            changed = sorted(k for k in self.settings
-                             if saved["settings"].get(k) != self.settings[k])
-            raise SystemExit(f"ctc-newton train: --resume: the checkpoint {self.log_path} "
-                             f"was made with other settings ({', '.join(changed)}); rerun "
-                             "with the same arguments, or drop --resume to start afresh.")
+            changed = sorted(
+                k for k in self.settings if saved["settings"].get(k) != self.settings[k]
+            )
+            raise SystemExit(
+                f"ctc-newton train: --resume: the checkpoint {self.log_path} "
+                f"was made with other settings ({', '.join(changed)}); rerun "
+                "with the same arguments, or drop --resume to start afresh."
+            )
         model = keras.models.load_model(self.model_path)
         return model, saved["epoch"], saved["rows"]
 
@@ -71,8 +74,7 @@ class Checkpoint:
                 save_atomically(self.model, outer.model_path)
                 temporary = outer.log_path + ".tmp"
                 with open(temporary, "w") as f:
-                    json.dump({"epoch": epoch + 1, "rows": log.rows,
-                               "settings": outer.settings}, f)
+                    json.dump({"epoch": epoch + 1, "rows": log.rows, "settings": outer.settings}, f)
                 os.replace(temporary, outer.log_path)
 
         return Save()
@@ -109,35 +111,66 @@ def cmd_train(args) -> int:
 
     task = _task(args)
     batch = args.batch_size or DEFAULT_BATCH[args.optimizer]
-    settings = {k: getattr(args, k) for k in ("dataset", "optimizer", "epochs", "train_size",
-                                              "test_size", "max_labels", "units",
-                                              "learning_rate", "seed")}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "dataset",
+            "optimizer",
+            "epochs",
+            "train_size",
+            "test_size",
+            "max_labels",
+            "units",
+            "learning_rate",
+            "seed",
+        )
+    }
     settings["batch_size"] = batch
     checkpoint = Checkpoint(args.output, settings)
     if args.resume and not checkpoint.resumable():
-        print(f"ctc-newton train: --resume: no checkpoint at {checkpoint.model_path}; "
-              "starting afresh.", flush=True)
+        print(
+            f"ctc-newton train: --resume: no checkpoint at {checkpoint.model_path}; "
+            "starting afresh.",
+            flush=True,
+        )
     elif not args.resume and checkpoint.resumable():
         checkpoint.remove()  # a stale checkpoint of an earlier run
-    print(f"ctc-newton train: {args.optimizer}, {args.epochs} epochs, batch {batch}, "
-          f"{args.train_size} training / {args.test_size} test {task.description}",
-          flush=True)
+    print(
+        f"ctc-newton train: {args.optimizer}, {args.epochs} epochs, batch {batch}, "
+        f"{args.train_size} training / {args.test_size} test {task.description}",
+        flush=True,
+    )
     data = _load(args, task)
 
     def printer(row):
-        extra = "".join(f", {k} {row[k]:.3g}" for k in ("damping", "cg_iterations")
-                        if k in row)
-        print(f"epoch {row['epoch']:3d}  {row['seconds']:7.1f}s  loss {row['loss']:.4f}  "
-              f"test label error rate {row['test_label_error_rate']:.4f}{extra}", flush=True)
+        extra = "".join(f", {k} {row[k]:.3g}" for k in ("damping", "cg_iterations") if k in row)
+        print(
+            f"epoch {row['epoch']:3d}  {row['seconds']:7.1f}s  loss {row['loss']:.4f}  "
+            f"test label error rate {row['test_label_error_rate']:.4f}{extra}",
+            flush=True,
+        )
 
     try:
-        model, _ = train_one(args.optimizer, data, args.epochs, batch, args.units, args.seed,
-                             args.learning_rate, printer, verbose=1 if args.progress else 0,
-                             checkpoint=checkpoint, dataset=args.dataset)
+        model, _ = train_one(
+            args.optimizer,
+            data,
+            args.epochs,
+            batch,
+            args.units,
+            args.seed,
+            args.learning_rate,
+            printer,
+            verbose=1 if args.progress else 0,
+            checkpoint=checkpoint,
+            dataset=args.dataset,
+        )
     except KeyboardInterrupt:
-        where = (f"the last finished epoch is saved in {checkpoint.model_path}; continue "
-                 "with the same command and --resume" if checkpoint.resumable()
-                 else "no epoch had finished")
+        where = (
+            f"the last finished epoch is saved in {checkpoint.model_path}; continue "
+            "with the same command and --resume"
+            if checkpoint.resumable()
+            else "no epoch had finished"
+        )
         print(f"\nctc-newton train: interrupted; {where}.", file=sys.stderr, flush=True)
         return 130
     rate, decoded = evaluate(model, data.test)
@@ -172,13 +205,16 @@ def read_inputs(path: str) -> np.ndarray:
     if inputs.ndim == 2:
         inputs = inputs[np.newaxis]
     if inputs.ndim != 3:
-        raise ValueError(f"{path}: inputs must be [sequences, frames, features] or "
-                         f"[frames, features], got shape {inputs.shape}")
+        raise ValueError(
+            f"{path}: inputs must be [sequences, frames, features] or "
+            f"[frames, features], got shape {inputs.shape}"
+        )
     return inputs
 
 
-def transcribe(model, inputs: np.ndarray, beam_width: int = 0,
-               batch_size: int = 256) -> List[List[int]]:
+def transcribe(
+    model, inputs: np.ndarray, beam_width: int = 0, batch_size: int = 256
+) -> List[List[int]]:
     """Decoded label ids (blank 0 removed) of each input sequence.
 
     Frames the model masks (its Masking layer) are not decoded; a model without a
@@ -192,7 +228,7 @@ def transcribe(model, inputs: np.ndarray, beam_width: int = 0,
 
     decoded: List[List[int]] = []
     for start in range(0, len(inputs), batch_size):
-        logits = model(inputs[start:start + batch_size], training=False)
+        logits = model(inputs[start : start + batch_size], training=False)
         mask = get_keras_mask(logits)
         length = None if mask is None else tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
         if beam_width:
@@ -211,9 +247,11 @@ def cmd_transcribe(args) -> int:
     num_classes = model.output_shape[-1]
     alphabet = _alphabet(args.alphabet)
     if alphabet and len(alphabet) != num_classes - 1:
-        raise ValueError(f"--alphabet has {len(alphabet)} symbols but the model has "
-                         f"{num_classes - 1} labels besides the blank; pass one symbol per "
-                         "label (or comma-separated words), or --alphabet '' for label ids")
+        raise ValueError(
+            f"--alphabet has {len(alphabet)} symbols but the model has "
+            f"{num_classes - 1} labels besides the blank; pass one symbol per "
+            "label (or comma-separated words), or --alphabet '' for label ids"
+        )
     separator = "" if all(len(symbol) == 1 for symbol in alphabet) else " "
     for labels in transcribe(model, inputs, args.beam_width):
         if alphabet:
@@ -226,10 +264,13 @@ def cmd_transcribe(args) -> int:
 def cmd_compare(args) -> int:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
     except ImportError:
-        print("ctc-newton compare needs matplotlib: pip install 'ctc_newton[examples]'",
-              file=sys.stderr)
+        print(
+            "ctc-newton compare needs matplotlib: pip install 'ctc_newton[examples]'",
+            file=sys.stderr,
+        )
         return 2
     from ctc_newton.plotting import plot_histories
 
@@ -239,12 +280,23 @@ def cmd_compare(args) -> int:
     for name in args.optimizers:
         batch = args.batch_size or DEFAULT_BATCH[name]
         print(f"training with {name} (batch {batch}) ...", flush=True)
-        _, rows = train_one(name, data, args.epochs, batch, args.units, args.seed,
-                            args.learning_rate, dataset=args.dataset)
+        _, rows = train_one(
+            name,
+            data,
+            args.epochs,
+            batch,
+            args.units,
+            args.seed,
+            args.learning_rate,
+            dataset=args.dataset,
+        )
         results[name] = rows
         last = rows[-1]
-        print(f"  {name}: loss {last['loss']:.4f}, test label error rate "
-              f"{last['test_label_error_rate']:.4f} after {last['seconds']:.1f}s", flush=True)
+        print(
+            f"  {name}: loss {last['loss']:.4f}, test label error rate "
+            f"{last['test_label_error_rate']:.4f} after {last['seconds']:.1f}s",
+            flush=True,
+        )
     os.makedirs(args.output_dir, exist_ok=True)
     figure = plot_histories(results, f"CTC {task.noun}: optimizers from one initialization")
     plot = os.path.join(args.output_dir, "compare.png")
@@ -256,8 +308,10 @@ def cmd_compare(args) -> int:
         f.write("|---|---|---|---|---|\n")
         for name, rows in results.items():
             for r in rows:
-                f.write(f"| {name} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
-                        f"{r['test_label_error_rate']:.4f} |\n")
+                f.write(
+                    f"| {name} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
+                    f"{r['test_label_error_rate']:.4f} |\n"
+                )
     with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {plot} and {table}")
@@ -274,12 +328,15 @@ def _provenance(args, task) -> str:
 
     import ctc_newton
 
-    batches = ", ".join(f"{name} {args.batch_size or DEFAULT_BATCH[name]}"
-                        for name in args.optimizers)
-    return (f"`ctc-newton compare`: {task.description}; {args.train_size} training / "
-            f"{args.test_size} test sequences, up to {args.max_labels} labels; "
-            f"{args.epochs} epochs; batch {batches}; GRU {args.units} units each way; "
-            f"Adam learning rate {args.learning_rate}; seed {args.seed}. "
-            f"{datetime.datetime.now().isoformat(timespec='minutes')}, {platform.machine()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow "
-            f"{tf.__version__}, Keras {keras.__version__}, ctc_newton {ctc_newton.__version__}.")
+    batches = ", ".join(
+        f"{name} {args.batch_size or DEFAULT_BATCH[name]}" for name in args.optimizers
+    )
+    return (
+        f"`ctc-newton compare`: {task.description}; {args.train_size} training / "
+        f"{args.test_size} test sequences, up to {args.max_labels} labels; "
+        f"{args.epochs} epochs; batch {batches}; GRU {args.units} units each way; "
+        f"Adam learning rate {args.learning_rate}; seed {args.seed}. "
+        f"{datetime.datetime.now().isoformat(timespec='minutes')}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow "
+        f"{tf.__version__}, Keras {keras.__version__}, ctc_newton {ctc_newton.__version__}."
+    )

@@ -33,8 +33,9 @@ def _to_ragged(dense):
     return tf.RaggedTensor.from_tensor(dense, padding=-1)
 
 
-def greedy_decode(logits, logit_length=None, *, blank_index: int = 0,
-                  merge_repeated: bool = True) -> DecodeResult:
+def greedy_decode(
+    logits, logit_length=None, *, blank_index: int = 0, merge_repeated: bool = True
+) -> DecodeResult:
     """Best-path decoding: argmax per frame, merge repeats, drop blanks.
 
     Args:
@@ -48,13 +49,18 @@ def greedy_decode(logits, logit_length=None, *, blank_index: int = 0,
     """
     logits = tf.convert_to_tensor(logits)
     decoded, scores = keras.ops.ctc_decode(
-        logits, _lengths(logits, logit_length), strategy="greedy",
-        merge_repeated=merge_repeated, mask_index=blank_index % logits.shape[-1])
+        logits,
+        _lengths(logits, logit_length),
+        strategy="greedy",
+        merge_repeated=merge_repeated,
+        mask_index=blank_index % logits.shape[-1],
+    )
     return DecodeResult(_to_ragged(decoded[0]), scores[:, 0])
 
 
-def beam_search_decode(logits, logit_length=None, *, blank_index: int = 0,
-                       beam_width: int = 100, top_paths: int = 1) -> DecodeResult:
+def beam_search_decode(
+    logits, logit_length=None, *, blank_index: int = 0, beam_width: int = 100, top_paths: int = 1
+) -> DecodeResult:
     """Prefix beam search (``tf.nn.ctc_beam_search_decoder``).
 
     Args:
@@ -75,9 +81,13 @@ def beam_search_decode(logits, logit_length=None, *, blank_index: int = 0,
         raise ValueError(f"`top_paths`={top_paths} must be in [1, beam_width={beam_width}].")
     logits = tf.convert_to_tensor(logits)
     decoded, scores = keras.ops.ctc_decode(
-        logits, _lengths(logits, logit_length), strategy="beam_search",
-        beam_width=beam_width, top_paths=top_paths,
-        mask_index=blank_index % logits.shape[-1])
+        logits,
+        _lengths(logits, logit_length),
+        strategy="beam_search",
+        beam_width=beam_width,
+        top_paths=top_paths,
+        mask_index=blank_index % logits.shape[-1],
+    )
     ragged = [_to_ragged(d) for d in tf.unstack(decoded, num=top_paths)]
     labels = tf.stack(ragged, axis=1)
     return DecodeResult(labels, scores)

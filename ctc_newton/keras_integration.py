@@ -35,9 +35,14 @@ import weakref
 from typing import Callable, Dict
 
 import tensorflow as tf
-from ctc_newton._keras_adapter import (TensorFlowTrainer, get_keras_mask, loss_tracker,
-                                       reduce_per_replica, seed_generators,
-                                       unpack_x_y_sample_weight)
+from ctc_newton._keras_adapter import (
+    TensorFlowTrainer,
+    get_keras_mask,
+    loss_tracker,
+    reduce_per_replica,
+    seed_generators,
+    unpack_x_y_sample_weight,
+)
 
 from ctc_newton.curvature import keras_oracle
 from ctc_newton.curvature.compiled import with_keras_mask
@@ -72,8 +77,9 @@ def second_order_train_step(model, data):
     optimizer = second_order_optimizer(model)
     x, y, sample_weight = unpack_x_y_sample_weight(data)
     if model.loss is None:
-        raise ValueError("compile the model with a `loss` to train it with "
-                         f"{type(optimizer).__name__}.")
+        raise ValueError(
+            f"compile the model with a `loss` to train it with {type(optimizer).__name__}."
+        )
     if not model.optimizer.built:  # also a LossScaleOptimizer wrapping ours
         model.optimizer.build(model.trainable_variables)
     oracle = keras_oracle(model, model.loss, x, y, sample_weight)
@@ -94,8 +100,11 @@ def _warn_infeasible(model, optimizer, y, y_pred):
         return
     count = "Some"
     per_sequence = getattr(model.loss, "call", None)
-    if per_sequence is not None and not isinstance(y, dict) and \
-            model.distribute_strategy.num_replicas_in_sync == 1:
+    if (
+        per_sequence is not None
+        and not isinstance(y, dict)
+        and model.distribute_strategy.num_replicas_in_sync == 1
+    ):
         losses = tf.convert_to_tensor(per_sequence(y, y_pred))
         if losses.shape.rank == 1:
             infinite = int(tf.reduce_sum(tf.cast(tf.math.is_inf(losses), tf.int32)))
@@ -109,7 +118,10 @@ def _warn_infeasible(model, optimizer, y, y_pred):
         f"{type(optimizer).__name__} rejects every step on that batch: the other "
         "sequences in it never train. Use CTCLoss(zero_infinity=True) to give them zero "
         "loss and gradient, or give them more frames (longer inputs, less downsampling). "
-        "(Said once per model.)", InfeasibleSequenceWarning, stacklevel=2)
+        "(Said once per model.)",
+        InfeasibleSequenceWarning,
+        stacklevel=2,
+    )
 
 
 def _after_step(model):
@@ -145,12 +157,18 @@ def _after_step(model):
     per_replica = _COMPILED_UPDATES[model]
     if strategy.num_replicas_in_sync == 1:  # a graph output drops the mask: pass it
         return lambda x, y, y_pred, sample_weight, loss: per_replica(
-            x, y, y_pred, sample_weight, loss, get_keras_mask(y_pred))
+            x, y, y_pred, sample_weight, loss, get_keras_mask(y_pred)
+        )
 
     def distributed(x, y, y_pred, sample_weight, loss):
         masks = [get_keras_mask(local) for local in strategy.experimental_local_results(y_pred)]
-        mask = None if masks[0] is None else strategy.experimental_distribute_values_from_function(
-            lambda context: masks[context.replica_id_in_sync_group])
+        mask = (
+            None
+            if masks[0] is None
+            else strategy.experimental_distribute_values_from_function(
+                lambda context: masks[context.replica_id_in_sync_group]
+            )
+        )
         with strategy.scope():
             results = strategy.run(per_replica, args=(x, y, y_pred, sample_weight, loss, mask))
             return reduce_per_replica(results, strategy, reduction="auto")
@@ -165,6 +183,7 @@ def _distributed_train_function(model):
     decision for all replicas, so it runs once here on the per-replica shards of
     each batch (``steps_per_execution`` batches per call).
     """
+
     def function(iterator):
         logs = None
         for _ in range(model.steps_per_execution):
@@ -238,5 +257,11 @@ def is_installed() -> bool:
     return bool(_ORIGINAL)
 
 
-__all__ = ["install", "uninstall", "is_installed", "second_order_train_step",
-           "second_order_optimizer", "InfeasibleSequenceWarning"]
+__all__ = [
+    "install",
+    "uninstall",
+    "is_installed",
+    "second_order_train_step",
+    "second_order_optimizer",
+    "InfeasibleSequenceWarning",
+]

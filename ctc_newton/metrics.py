@@ -64,8 +64,13 @@ class LabelErrorRate(keras.metrics.Metric):
       name: metric name.
     """
 
-    def __init__(self, blank_index: int = 0, padding_value: Optional[int] = None,
-                 name: str = "label_error_rate", dtype=None):
+    def __init__(
+        self,
+        blank_index: int = 0,
+        padding_value: Optional[int] = None,
+        name: str = "label_error_rate",
+        dtype=None,
+    ):
         super().__init__(name=name, dtype=dtype)
         self.blank_index = blank_index
         self.padding_value = padding_value

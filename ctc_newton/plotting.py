@@ -13,8 +13,9 @@ def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise ImportError("Plotting needs matplotlib: pip install 'ctc_newton[examples]'.") \
-            from error
+        raise ImportError(
+            "Plotting needs matplotlib: pip install 'ctc_newton[examples]'."
+        ) from error
     return plt
 
 
@@ -30,8 +31,12 @@ def plot_histories(histories: Dict[str, List[Dict]], title: str = ""):
     """
     plt = _pyplot()
     figure, axes = plt.subplots(2, 2, figsize=(11, 8))
-    panels = [("seconds", "loss"), ("seconds", "test_label_error_rate"),
-              ("epoch", "loss"), ("epoch", "test_label_error_rate")]
+    panels = [
+        ("seconds", "loss"),
+        ("seconds", "test_label_error_rate"),
+        ("epoch", "loss"),
+        ("epoch", "test_label_error_rate"),
+    ]
     for name, rows in histories.items():
         for ax, (x, y) in zip(axes.flat, panels):
             ax.plot([r[x] for r in rows], [r[y] for r in rows], marker="o", label=name)
@@ -48,8 +53,9 @@ def plot_histories(histories: Dict[str, List[Dict]], title: str = ""):
     return figure
 
 
-def plot_spectral_densities(densities: Dict[str, "SpectralDensity"], ax=None,
-                            grid: Optional[Sequence[float]] = None):
+def plot_spectral_densities(
+    densities: Dict[str, "SpectralDensity"], ax=None, grid: Optional[Sequence[float]] = None
+):
     """Eigenvalue densities (`ctc_newton.curvature.SpectralDensity`) on one log-scale axis.
 
     Args:

@@ -11,9 +11,14 @@ from ctc_newton.decoding import greedy_decode
 from ctc_newton.metrics import label_error_rate
 
 
-def build_recognizer(units: int = 32, seed: int = 0, *, features: int = HEIGHT,
-                     num_classes: int = NUM_CLASSES,
-                     name: str = "digit_line_recognizer") -> keras.Model:
+def build_recognizer(
+    units: int = 32,
+    seed: int = 0,
+    *,
+    features: int = HEIGHT,
+    num_classes: int = NUM_CLASSES,
+    name: str = "digit_line_recognizer",
+) -> keras.Model:
     """Masking -> bidirectional GRU -> per-frame logits over the labels and the blank.
 
     The defaults are the digit-lines task's; a `ctc_newton.datasets.Task` gives the
@@ -32,19 +37,21 @@ def build_recognizer(units: int = 32, seed: int = 0, *, features: int = HEIGHT,
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((None, features), name="columns")
     x = keras.layers.Masking(PAD_VALUE)(inputs)
-    x = keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True,
-                                                    use_cudnn=False))(x)
+    x = keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True, use_cudnn=False))(
+        x
+    )
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def decode(model: keras.Model, inputs: np.ndarray, input_length: np.ndarray,
-           batch_size: int = 256) -> List[List[int]]:
+def decode(
+    model: keras.Model, inputs: np.ndarray, input_length: np.ndarray, batch_size: int = 256
+) -> List[List[int]]:
     """Greedy-decoded label sequences, as symbol indices (label - 1: digit d is d)."""
     decoded = []
     for start in range(0, len(inputs), batch_size):
-        logits = model(inputs[start:start + batch_size], training=False)
-        labels = greedy_decode(logits, input_length[start:start + batch_size]).labels
+        logits = model(inputs[start : start + batch_size], training=False)
+        labels = greedy_decode(logits, input_length[start : start + batch_size]).labels
         decoded.extend([[k - 1 for k in row] for row in labels.to_list()])
     return decoded
 
@@ -55,8 +62,11 @@ def evaluate(model: keras.Model, split) -> Tuple[float, List[List[int]]]:
 
     decoded = decode(model, split.inputs, split.input_length)
     truth = [list(row[:n] - 1) for row, n in zip(split.labels, split.label_length)]
-    rate = float(label_error_rate(tf.ragged.constant(decoded, dtype=tf.int32),
-                                  tf.ragged.constant(truth, dtype=tf.int32)))
+    rate = float(
+        label_error_rate(
+            tf.ragged.constant(decoded, dtype=tf.int32), tf.ragged.constant(truth, dtype=tf.int32)
+        )
+    )
     return rate, decoded
 
 
@@ -66,11 +76,12 @@ def as_text(indices, alphabet: Sequence[str] = DIGITS) -> str:
     return separator.join(alphabet[int(k)] for k in indices) or "(empty)"
 
 
-def examples(split, decoded, count: int = 5,
-             alphabet: Sequence[str] = DIGITS) -> List[Dict[str, str]]:
+def examples(
+    split, decoded, count: int = 5, alphabet: Sequence[str] = DIGITS
+) -> List[Dict[str, str]]:
     """The first ``count`` sequences' true and decoded text."""
     out = []
     for i in range(min(count, len(decoded))):
-        truth = split.labels[i][:split.label_length[i]] - 1
+        truth = split.labels[i][: split.label_length[i]] - 1
         out.append({"truth": as_text(truth, alphabet), "decoded": as_text(decoded[i], alphabet)})
     return out

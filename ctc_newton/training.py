@@ -9,8 +9,15 @@ import time
 from typing import Dict, List
 
 # Second-order steps want larger batches; Adam wants many small ones.
-DEFAULT_BATCH = {"adam": 32, "lbfgs": 500, "hessian-free": 250, "gauss-newton": 250,
-                 "trust-ncg": 250, "newton-cg": 250, "levenberg-marquardt": 250}
+DEFAULT_BATCH = {
+    "adam": 32,
+    "lbfgs": 500,
+    "hessian-free": 250,
+    "gauss-newton": 250,
+    "trust-ncg": 250,
+    "newton-cg": 250,
+    "levenberg-marquardt": 250,
+}
 
 
 MIN_DAMPING = 1e-2
@@ -22,8 +29,10 @@ def make_optimizer(name: str, learning_rate: float = 1e-2):
     mini-batch settings below (Adam: Keras', with ``learning_rate``)."""
     if name == "adam":
         import keras
+
         return keras.optimizers.Adam(learning_rate)
     from ctc_newton.optimizers import registry
+
     return registry.get(name, **MINI_BATCH_SETTINGS[name])
 
 
@@ -34,8 +43,12 @@ def make_optimizer(name: str, learning_rate: float = 1e-2):
 # Short CG runs per mini-batch reach a given error rate sooner in wall-clock time
 # (digit lines, 2 CPU cores: 6 iterations reached 5.0% in 76-101 s, 50 in 211 s).
 MINI_BATCH_SETTINGS: Dict[str, Dict[str, object]] = {
-    "hessian-free": dict(damping=1.0, max_cg_iterations=HF_CG_ITERATIONS, preconditioner=False,
-                         min_damping=MIN_DAMPING),
+    "hessian-free": dict(
+        damping=1.0,
+        max_cg_iterations=HF_CG_ITERATIONS,
+        preconditioner=False,
+        min_damping=MIN_DAMPING,
+    ),
     "gauss-newton": dict(damping=1.0, max_cg_iterations=50, min_damping=MIN_DAMPING),
     "trust-ncg": dict(max_cg_iterations=50),
     "newton-cg": dict(max_cg_iterations=50),
@@ -59,11 +72,15 @@ class EpochLog:
 
             def on_epoch_end(self, epoch, logs=None):
                 from ctc_newton.recognizer import evaluate
+
                 elapsed = outer.offset + time.perf_counter() - outer.start
                 rate, _ = evaluate(self.model, test)
-                row = {"epoch": epoch + 1, "seconds": elapsed,
-                       "loss": float(logs.get("loss", float("nan"))),
-                       "test_label_error_rate": rate}
+                row = {
+                    "epoch": epoch + 1,
+                    "seconds": elapsed,
+                    "loss": float(logs.get("loss", float("nan"))),
+                    "test_label_error_rate": rate,
+                }
                 for key in ("damping", "cg_iterations", "rho"):
                     if key in logs:
                         row[key] = float(logs[key])
@@ -77,8 +94,19 @@ class EpochLog:
         self.callback = Callback()
 
 
-def train_one(optimizer_name, data, epochs, batch_size, units, seed, learning_rate,
-              printer=None, verbose=0, checkpoint=None, dataset: str = "digit-lines"):
+def train_one(
+    optimizer_name,
+    data,
+    epochs,
+    batch_size,
+    units,
+    seed,
+    learning_rate,
+    printer=None,
+    verbose=0,
+    checkpoint=None,
+    dataset: str = "digit-lines",
+):
     """Trains a fresh recognizer for ``dataset`` (or resumes ``checkpoint``) on ``data``.
 
     Returns:
@@ -93,14 +121,26 @@ def train_one(optimizer_name, data, epochs, batch_size, units, seed, learning_ra
         model, initial_epoch, rows = checkpoint.load()
     if model is None:
         task = get_task(dataset)
-        model = build_recognizer(units=units, seed=seed, features=task.features,
-                                 num_classes=task.num_classes,
-                                 name=dataset.replace("-", "_") + "_recognizer")
+        model = build_recognizer(
+            units=units,
+            seed=seed,
+            features=task.features,
+            num_classes=task.num_classes,
+            name=dataset.replace("-", "_") + "_recognizer",
+        )
         model.compile(optimizer=make_optimizer(optimizer_name, learning_rate), loss=CTCLoss())
     log = EpochLog(data.test, printer)
     log.rows.extend(rows)
     log.offset = rows[-1]["seconds"] if rows else 0.0
     callbacks = [log.callback] + ([checkpoint.callback(log)] if checkpoint else [])
-    model.fit(data.train.inputs, data.train.labels, batch_size=batch_size, epochs=epochs,
-              initial_epoch=initial_epoch, verbose=verbose, callbacks=callbacks, shuffle=True)
+    model.fit(
+        data.train.inputs,
+        data.train.labels,
+        batch_size=batch_size,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        verbose=verbose,
+        callbacks=callbacks,
+        shuffle=True,
+    )
     return model, log.rows

@@ -14,10 +14,18 @@ from ctc_newton.recognizer import build_recognizer, evaluate, examples  # noqa: 
 
 data = load_digit_lines(num_train=2000, num_test=500, seed=0)
 model = build_recognizer(units=32)
-model.compile(optimizer=HessianFree(max_cg_iterations=50, preconditioner=False),
-              loss=ctc_newton.CTCLoss(), metrics=[ctc_newton.LabelErrorRate()])
-model.fit(data.train.inputs, data.train.labels, batch_size=250, epochs=3,
-          validation_data=(data.test.inputs, data.test.labels))
+model.compile(
+    optimizer=HessianFree(max_cg_iterations=50, preconditioner=False),
+    loss=ctc_newton.CTCLoss(),
+    metrics=[ctc_newton.LabelErrorRate()],
+)
+model.fit(
+    data.train.inputs,
+    data.train.labels,
+    batch_size=250,
+    epochs=3,
+    validation_data=(data.test.inputs, data.test.labels),
+)
 rate, decoded = evaluate(model, data.test)
 print(f"test label error rate {rate:.3f}")
 for row in examples(data.test, decoded):

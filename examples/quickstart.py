@@ -45,8 +45,10 @@ print(f"CTC loss per batch: {loss.numpy():.6f}")
 print(f"Hessian-vector product vs central differences: relative error {relative_error:.2e}")
 # 3. The PSD CTC Gauss-Newton product (frame-wise softmax Hessian).
 gnvp = ctc_newton.ctc_gauss_newton_vector_product(logits, logit_length, v)
-print(f"<v, H v> = {tf.reduce_sum(v * hvp):+.4f} (indefinite),"
-      f" <v, G v> = {tf.reduce_sum(v * gnvp):+.4f} (>= 0)")
+print(
+    f"<v, H v> = {tf.reduce_sum(v * hvp):+.4f} (indefinite),"
+    f" <v, G v> = {tf.reduce_sum(v * gnvp):+.4f} (>= 0)"
+)
 
 # 4. Keras: a small GRU learns to emit label strings, with CTCLoss in compile().
 keras.utils.set_random_seed(0)
@@ -55,16 +57,25 @@ targets = rng.integers(1, classes, size=(n, width)).astype(np.int32)
 inputs = np.zeros((n, frames, classes), np.float32)
 for i, target in enumerate(targets):  # each label shown for 3 frames, noisy
     for j, k in enumerate(target):
-        inputs[i, 1 + 4 * j:4 + 4 * j, k] = 1.0
+        inputs[i, 1 + 4 * j : 4 + 4 * j, k] = 1.0
 inputs += 0.3 * rng.standard_normal(inputs.shape).astype(np.float32)
-model = keras.Sequential([keras.Input((frames, classes)),
-                          keras.layers.GRU(32, return_sequences=True),
-                          keras.layers.Dense(classes)])
-model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=ctc_newton.CTCLoss(),
-              metrics=[ctc_newton.LabelErrorRate()])
+model = keras.Sequential(
+    [
+        keras.Input((frames, classes)),
+        keras.layers.GRU(32, return_sequences=True),
+        keras.layers.Dense(classes),
+    ]
+)
+model.compile(
+    optimizer=keras.optimizers.Adam(1e-2),
+    loss=ctc_newton.CTCLoss(),
+    metrics=[ctc_newton.LabelErrorRate()],
+)
 history = model.fit(inputs, targets, epochs=15, batch_size=32, verbose=0)
-print(f"Keras fit: loss {history.history['loss'][0]:.3f} -> {history.history['loss'][-1]:.3f},"
-      f" label error rate {history.history['label_error_rate'][-1]:.3f}")
+print(
+    f"Keras fit: loss {history.history['loss'][0]:.3f} -> {history.history['loss'][-1]:.3f},"
+    f" label error rate {history.history['label_error_rate'][-1]:.3f}"
+)
 decoded = ctc_newton.greedy_decode(model(inputs[:3])).labels.to_list()
 for truth, guess in zip(targets[:3].tolist(), decoded):
     print(f"  truth {truth}  decoded {guess}")

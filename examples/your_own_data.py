@@ -24,8 +24,8 @@ import tensorflow as tf  # noqa: E402
 
 import ctc_newton  # noqa: E402  (registers CTCLoss and the optimizers)
 
-PAD = -10.0          # a feature value that never occurs in real frames
-NUM_CLASSES = 4      # blank + labels 1, 2, 3
+PAD = -10.0  # a feature value that never occurs in real frames
+NUM_CLASSES = 4  # blank + labels 1, 2, 3
 
 
 def make_sequences(count, rng):
@@ -47,7 +47,8 @@ def dataset(pairs, batch_size):
     """Padded batches: inputs padded with PAD, labels with 0 (the blank)."""
     ds = tf.data.Dataset.from_generator(
         lambda: iter(pairs),
-        output_signature=(tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([None], tf.int32)))
+        output_signature=(tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([None], tf.int32)),
+    )
     return ds.padded_batch(batch_size, padding_values=(PAD, 0))
 
 
@@ -55,15 +56,20 @@ def main():
     rng = np.random.default_rng(0)
     train, test = make_sequences(600, rng), make_sequences(100, rng)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None, 2)),
-        keras.layers.Masking(mask_value=PAD),
-        keras.layers.Bidirectional(keras.layers.GRU(16, return_sequences=True)),
-        keras.layers.Dense(NUM_CLASSES),                      # logits, blank = 0
-    ])
-    model.compile(optimizer=ctc_newton.optimizers.HessianFree(
-                      max_cg_iterations=6, preconditioner=False, min_damping=1e-2),
-                  loss=ctc_newton.CTCLoss())
+    model = keras.Sequential(
+        [
+            keras.Input((None, 2)),
+            keras.layers.Masking(mask_value=PAD),
+            keras.layers.Bidirectional(keras.layers.GRU(16, return_sequences=True)),
+            keras.layers.Dense(NUM_CLASSES),  # logits, blank = 0
+        ]
+    )
+    model.compile(
+        optimizer=ctc_newton.optimizers.HessianFree(
+            max_cg_iterations=6, preconditioner=False, min_damping=1e-2
+        ),
+        loss=ctc_newton.CTCLoss(),
+    )
     model.fit(dataset(train, 150), epochs=12, verbose=2)
 
     inputs, labels = next(iter(dataset(test, len(test))))

@@ -39,7 +39,7 @@ def brute_force(logits, label, blank):
     cov = (indicators * weights[:, None]).T @ indicators - np.outer(mean, mean)
     soft = np.zeros((T * K, T * K))
     for t in range(T):
-        soft[t * K:(t + 1) * K, t * K:(t + 1) * K] = np.diag(y[t]) - np.outer(y[t], y[t])
+        soft[t * K : (t + 1) * K, t * K : (t + 1) * K] = np.diag(y[t]) - np.outer(y[t], y[t])
     loss = lse.sum() - log_z
     grad = y - mean.reshape(T, K)
     return loss, grad, soft - cov

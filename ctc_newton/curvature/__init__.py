@@ -8,6 +8,18 @@ from ctc_newton.curvature.oracle import CurvatureOracle
 from ctc_newton.curvature.spectrum import SpectralDensity, spectral_density
 from ctc_newton.curvature.vectors import add_scaled, dot, flatten, norm, scale, unflatten
 
-__all__ = ["Oracle", "CurvatureOracle", "GraphOracle", "keras_oracle", "CurvatureOperator",
-           "spectral_density", "SpectralDensity",
-           "flatten", "unflatten", "dot", "norm", "add_scaled", "scale"]
+__all__ = [
+    "Oracle",
+    "CurvatureOracle",
+    "GraphOracle",
+    "keras_oracle",
+    "CurvatureOperator",
+    "spectral_density",
+    "SpectralDensity",
+    "flatten",
+    "unflatten",
+    "dot",
+    "norm",
+    "add_scaled",
+    "scale",
+]

@@ -59,8 +59,10 @@ class Oracle(abc.ABC):
         Raises:
           ValueError: the oracle's loss is a plain function with no outputs.
         """
-        raise ValueError(f"{type(self).__name__} records no model outputs: build it from a "
-                         "Keras model (keras_oracle) or with outputs_fn.")
+        raise ValueError(
+            f"{type(self).__name__} records no model outputs: build it from a "
+            "Keras model (keras_oracle) or with outputs_fn."
+        )
 
     def value_and_gradient(self):
         """``(value, gradient)`` at the point."""
@@ -77,8 +79,9 @@ class Oracle(abc.ABC):
         """Whether Gauss-Newton products exist (the loss has an output/loss split)."""
 
     @abc.abstractmethod
-    def curvature_vector_product(self, vector: Sequence[tf.Tensor],
-                                 kind: str = "gauss_newton") -> List[tf.Tensor]:
+    def curvature_vector_product(
+        self, vector: Sequence[tf.Tensor], kind: str = "gauss_newton"
+    ) -> List[tf.Tensor]:
         """The Hessian (``kind="hessian"``) or Gauss-Newton matrix times ``vector``."""
 
     def prepare_products(self, kind: str = "gauss_newton") -> None:
@@ -106,8 +109,10 @@ class Oracle(abc.ABC):
 
     def squared_gradients_unsupported_reason(self) -> str:
         """Why `squared_gradient_diagonal` is unavailable, and the fix (for messages)."""
-        return ("Per-example gradients need a per-example loss: build the oracle with "
-                "from_keras, or from_outputs(per_example_fn=...).")
+        return (
+            "Per-example gradients need a per-example loss: build the oracle with "
+            "from_keras, or from_outputs(per_example_fn=...)."
+        )
 
     @abc.abstractmethod
     def squared_gradient_diagonal(self) -> List[tf.Tensor]:
@@ -153,8 +158,9 @@ class Oracle(abc.ABC):
         """Total number of scalar parameters."""
         return int(sum(v.shape.num_elements() for v in self.variables))
 
-    def hutchinson_diagonal(self, kind: str = "gauss_newton", num_samples: int = 10,
-                            seed: Optional[int] = None) -> List[tf.Tensor]:
+    def hutchinson_diagonal(
+        self, kind: str = "gauss_newton", num_samples: int = 10, seed: Optional[int] = None
+    ) -> List[tf.Tensor]:
         """Unbiased estimate of the Hessian or Gauss-Newton diagonal, ``E[z * (A z)]``.
 
         Args:
@@ -167,12 +173,17 @@ class Oracle(abc.ABC):
         """
         if num_samples < 1:
             raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
-        rng = tf.random.Generator.from_seed(seed) if seed is not None else \
-            tf.random.Generator.from_non_deterministic_state()
+        rng = (
+            tf.random.Generator.from_seed(seed)
+            if seed is not None
+            else tf.random.Generator.from_non_deterministic_state()
+        )
         total = vectors.zeros_like(self.variables)
         for _ in range(num_samples):
-            probe = [tf.cast(2 * rng.uniform(tf.shape(v), 0, 2, dtype=tf.int32) - 1, v.dtype)
-                     for v in self.variables]
+            probe = [
+                tf.cast(2 * rng.uniform(tf.shape(v), 0, 2, dtype=tf.int32) - 1, v.dtype)
+                for v in self.variables
+            ]
             product = self.curvature_vector_product(probe, kind)
             total = [t + p * z for t, p, z in zip(total, product, probe)]
         return vectors.scale(1.0 / num_samples, total)
@@ -190,7 +201,8 @@ class Oracle(abc.ABC):
         def matvec(x):
             x = np.asarray(x, np.float64).reshape(-1)
             product = self.curvature_vector_product(
-                vectors.unflatten(tf.constant(x), self.variables), kind)
+                vectors.unflatten(tf.constant(x), self.variables), kind
+            )
             return vectors.flatten(product).numpy().astype(np.float64) + damping * x
 
         n = self.size

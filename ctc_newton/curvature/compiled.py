@@ -48,8 +48,12 @@ class KerasCurvature(GraphFunctions):
     def __init__(self, model, loss):
         self.model = model
         self.loss = loss
-        super().__init__(lambda x, y, sample_weight: CurvatureOracle.from_keras(
-            model, loss, x, y, sample_weight), model.trainable_variables)
+        super().__init__(
+            lambda x, y, sample_weight: CurvatureOracle.from_keras(
+                model, loss, x, y, sample_weight
+            ),
+            model.trainable_variables,
+        )
 
         # fit reports metrics on the outputs; a graph output drops the Keras mask: return it
         def value_gradient_and_outputs(batch):
@@ -58,8 +62,9 @@ class KerasCurvature(GraphFunctions):
             outputs = oracle.outputs()
             return value, gradient, flatten(gradient), (outputs, get_keras_mask(outputs))
 
-        self.value_and_gradient = tf.function(value_gradient_and_outputs,
-                                              reduce_retracing=True, autograph=False)
+        self.value_and_gradient = tf.function(
+            value_gradient_and_outputs, reduce_retracing=True, autograph=False
+        )
 
     @classmethod
     def get(cls, model, loss) -> "KerasCurvature":
@@ -79,12 +84,16 @@ class CompiledKerasOracle(GraphOracle):
     """
 
     def __init__(self, model, loss, x, y, sample_weight=None):
-        super().__init__(KerasCurvature.get(model, loss), model.trainable_variables,
-                         batch=(x, y, sample_weight), restore=model.non_trainable_variables)
+        super().__init__(
+            KerasCurvature.get(model, loss),
+            model.trainable_variables,
+            batch=(x, y, sample_weight),
+            restore=model.non_trainable_variables,
+        )
 
     def outputs(self):
         """The model outputs at the point (same dropout masks as the products), with
         their Keras mask; computed with the value and gradient."""
         self._value_and_gradient()
-        outputs_and_mask, = self._extras
+        (outputs_and_mask,) = self._extras
         return with_keras_mask(*outputs_and_mask)

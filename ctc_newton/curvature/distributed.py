@@ -18,8 +18,7 @@ from ctc_newton.curvature.compiled import CompiledKerasOracle, with_keras_mask
 
 def is_distributed(value) -> bool:
     """Whether any leaf of ``value`` is a per-replica ``tf.distribute`` value."""
-    return any(isinstance(leaf, tf.distribute.DistributedValues)
-               for leaf in tf.nest.flatten(value))
+    return any(isinstance(leaf, tf.distribute.DistributedValues) for leaf in tf.nest.flatten(value))
 
 
 class DistributedKerasOracle(CompiledKerasOracle):
@@ -41,8 +40,9 @@ class DistributedKerasOracle(CompiledKerasOracle):
         self.strategy = strategy
         # Layers that all-reduce in their forward pass (synchronized BatchNormalization)
         # couple the replicas' examples: per-example Jacobians through them deadlock.
-        self._synchronized = [layer.name for layer in flatten_layers(model)
-                              if getattr(layer, "synchronized", False)]
+        self._synchronized = [
+            layer.name for layer in flatten_layers(model) if getattr(layer, "synchronized", False)
+        ]
         super().__init__(model, loss, x, y, sample_weight)
 
     def _invoke(self, fn, *args):
@@ -74,25 +74,30 @@ class DistributedKerasOracle(CompiledKerasOracle):
     def _first(self, result):
         """Replica 0's copy of an all-reduced result (every replica holds the same)."""
         return tf.nest.map_structure(
-            lambda r: self.strategy.experimental_local_results(r)[0], result)
+            lambda r: self.strategy.experimental_local_results(r)[0], result
+        )
 
     @property
     def supports_squared_gradients(self) -> bool:
         return not self._synchronized
 
     def squared_gradients_unsupported_reason(self) -> str:
-        return ("Per-example gradients are not available under a strategy for models with "
-                f"synchronized layers ({', '.join(self._synchronized)}); use "
-                "BatchNormalization(synchronized=False) or no squared-gradient "
-                "preconditioner (HessianFree(preconditioner=False)).")
+        return (
+            "Per-example gradients are not available under a strategy for models with "
+            f"synchronized layers ({', '.join(self._synchronized)}); use "
+            "BatchNormalization(synchronized=False) or no squared-gradient "
+            "preconditioner (HessianFree(preconditioner=False))."
+        )
 
     def outputs(self):
         """The model outputs at the point, per replica (same dropout masks as the products);
         each replica's tensor carries its Keras mask."""
         self._value_and_gradient()
-        (outputs, masks), = self._extras
+        ((outputs, masks),) = self._extras
         if masks is not None:
-            for local, mask in zip(self.strategy.experimental_local_results(outputs),
-                                   self.strategy.experimental_local_results(masks)):
+            for local, mask in zip(
+                self.strategy.experimental_local_results(outputs),
+                self.strategy.experimental_local_results(masks),
+            ):
                 with_keras_mask(local, mask)
         return outputs

@@ -15,8 +15,9 @@ from ctc_newton.curvature.oracle import CurvatureOracle, as_keras_loss
 __all__ = ["keras_oracle"]
 
 
-def keras_oracle(model, loss, x, y, sample_weight=None, *, training: bool = True,
-                 compiled: bool = True) -> Oracle:
+def keras_oracle(
+    model, loss, x, y, sample_weight=None, *, training: bool = True, compiled: bool = True
+) -> Oracle:
     """An oracle for a Keras model, a loss and one batch, as ``model.fit`` sees it.
 
     The value is ``loss(y, model(x, training), sample_weight) + sum(model.losses)``
@@ -55,6 +56,8 @@ def keras_oracle(model, loss, x, y, sample_weight=None, *, training: bool = True
     if strategy.num_replicas_in_sync > 1 and tf.distribute.in_cross_replica_context():
         return DistributedKerasOracle(model, loss, x, y, sample_weight, strategy=strategy)
     if is_distributed((x, y, sample_weight)):
-        raise ValueError("`x`/`y` are per-replica values: build the oracle inside "
-                         "the `strategy.scope()` they were distributed with.")
+        raise ValueError(
+            "`x`/`y` are per-replica values: build the oracle inside "
+            "the `strategy.scope()` they were distributed with."
+        )
     return CompiledKerasOracle(model, loss, x, y, sample_weight)

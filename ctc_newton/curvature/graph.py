@@ -70,8 +70,9 @@ class GraphFunctions:
         """The graph function ``(batch, args) -> fn(make(*batch), *args)`` for ``key``."""
         if key not in self._solvers:
             make = self.make
-            self._solvers[key] = tf.function(lambda batch, args: fn(make(*batch), *args),
-                                             reduce_retracing=True, autograph=False)
+            self._solvers[key] = tf.function(
+                lambda batch, args: fn(make(*batch), *args), reduce_retracing=True, autograph=False
+            )
         return self._solvers[key]
 
 
@@ -92,10 +93,17 @@ class GraphOracle(Oracle):
         (the tape oracles inside `solve` then give `residual_jacobian`).
     """
 
-    def __init__(self, functions: GraphFunctions, variables: Sequence[tf.Variable], *,
-                 batch=(), restore: Sequence[tf.Variable] = (),
-                 supports_gauss_newton: bool = True, supports_squared_gradients: bool = True,
-                 supports_residual_jacobian: bool = False):
+    def __init__(
+        self,
+        functions: GraphFunctions,
+        variables: Sequence[tf.Variable],
+        *,
+        batch=(),
+        restore: Sequence[tf.Variable] = (),
+        supports_gauss_newton: bool = True,
+        supports_squared_gradients: bool = True,
+        supports_residual_jacobian: bool = False,
+    ):
         self.variables = list(variables)
         self._functions = functions
         self._batch = tuple(batch)
@@ -142,7 +150,8 @@ class GraphOracle(Oracle):
     def _value_and_gradient(self):
         if self._gradient is None:  # extras: what a subclass's function returns beside them
             self._value, self._gradient, self._flat_gradient, *self._extras = self._call(
-                self._functions.value_and_gradient)
+                self._functions.value_and_gradient
+            )
             self.num_gradient_evaluations += 1
         return self._value, self._gradient
 
@@ -176,8 +185,9 @@ class GraphOracle(Oracle):
     def curvature_vector_product(self, vector, kind: str = "gauss_newton"):
         check_kind(kind)
         self.num_curvature_products += 1
-        return self._call(self._functions.product,
-                          vectors.structured_like(vector, self.variables), kind)
+        return self._call(
+            self._functions.product, vectors.structured_like(vector, self.variables), kind
+        )
 
     def squared_gradient_diagonal(self):
         if not self.supports_squared_gradients:

@@ -28,8 +28,13 @@ class CurvatureOperator(tf.linalg.LinearOperator):
         self._damping = damping
         dtype = tf.as_dtype(oracle.variables[0].dtype)
         definite = True if (kind == "gauss_newton" and damping > 0) else None
-        super().__init__(dtype=dtype, is_self_adjoint=True, is_positive_definite=definite,
-                         is_square=True, name=f"{kind}_operator")
+        super().__init__(
+            dtype=dtype,
+            is_self_adjoint=True,
+            is_positive_definite=definite,
+            is_square=True,
+            name=f"{kind}_operator",
+        )
 
     def _shape(self):
         n = self._oracle.size
@@ -41,8 +46,7 @@ class CurvatureOperator(tf.linalg.LinearOperator):
 
     def _apply(self, flat):
         like = self._oracle.variables
-        product = self._oracle.curvature_vector_product(vectors.unflatten(flat, like),
-                                                        self._kind)
+        product = self._oracle.curvature_vector_product(vectors.unflatten(flat, like), self._kind)
         return tf.cast(vectors.flatten(product), flat.dtype) + self._damping * flat
 
     def _matmul(self, x, adjoint=False, adjoint_arg=False):

@@ -70,8 +70,7 @@ def as_keras_loss(loss) -> keras.losses.Loss:
         loss = keras.losses.get(loss)
     if not isinstance(loss, keras.losses.Loss):
         if not callable(loss):
-            raise TypeError(f"`loss` must be a Keras loss, a function or a name; "
-                            f"got {loss!r}.")
+            raise TypeError(f"`loss` must be a Keras loss, a function or a name; got {loss!r}.")
         loss = LossFunctionWrapper(loss)  # what compile() wraps a function with
     return loss
 
@@ -100,19 +99,22 @@ class CurvatureOracle(Oracle):
         ``1/2 |r|^2`` (set by `from_residuals`; enables `residual_jacobian`).
     """
 
-    def __init__(self, variables: Sequence[tf.Variable], *,
-                 loss_fn: Optional[Callable[[], tf.Tensor]] = None,
-                 outputs_fn: Optional[Callable[[], object]] = None,
-                 output_loss_fn: Optional[Callable[[object], tf.Tensor]] = None,
-                 regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
-                 per_example_fn: Optional[Callable[[object], tf.Tensor]] = None,
-                 restore_variables: Sequence[tf.Variable] = (),
-                 residuals: bool = False):
+    def __init__(
+        self,
+        variables: Sequence[tf.Variable],
+        *,
+        loss_fn: Optional[Callable[[], tf.Tensor]] = None,
+        outputs_fn: Optional[Callable[[], object]] = None,
+        output_loss_fn: Optional[Callable[[object], tf.Tensor]] = None,
+        regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
+        per_example_fn: Optional[Callable[[object], tf.Tensor]] = None,
+        restore_variables: Sequence[tf.Variable] = (),
+        residuals: bool = False,
+    ):
         self.variables = list(variables)
         # Tapes take the backing tf.Variable of a Keras variable (its own dtype is a string,
         # which breaks zero-filled unconnected gradients).
-        self._sources = [v.value if isinstance(v, keras.Variable) else v
-                         for v in self.variables]
+        self._sources = [v.value if isinstance(v, keras.Variable) else v for v in self.variables]
         if not self.variables:
             raise ValueError("`variables` is empty: the oracle needs at least one variable.")
         if (loss_fn is None) == (outputs_fn is None):
@@ -133,8 +135,9 @@ class CurvatureOracle(Oracle):
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_function(cls, fn: Callable[[], tf.Tensor],
-                      variables: Sequence[tf.Variable]) -> "CurvatureOracle":
+    def from_function(
+        cls, fn: Callable[[], tf.Tensor], variables: Sequence[tf.Variable]
+    ) -> "CurvatureOracle":
         """An oracle for any twice-differentiable scalar function of ``variables``.
 
         Args:
@@ -149,11 +152,15 @@ class CurvatureOracle(Oracle):
         return cls(variables, loss_fn=fn)
 
     @classmethod
-    def from_outputs(cls, outputs_fn: Callable[[], object],
-                     output_loss_fn: Callable[[object], tf.Tensor],
-                     variables: Sequence[tf.Variable], *,
-                     regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
-                     per_example_fn=None) -> "CurvatureOracle":
+    def from_outputs(
+        cls,
+        outputs_fn: Callable[[], object],
+        output_loss_fn: Callable[[object], tf.Tensor],
+        variables: Sequence[tf.Variable],
+        *,
+        regularization_fn: Optional[Callable[[], tf.Tensor]] = None,
+        per_example_fn=None,
+    ) -> "CurvatureOracle":
         """An oracle for ``output_loss_fn(outputs_fn())``, with Gauss-Newton products.
 
         Args:
@@ -168,12 +175,22 @@ class CurvatureOracle(Oracle):
         Returns:
           A `CurvatureOracle`.
         """
-        return cls(variables, outputs_fn=outputs_fn, output_loss_fn=output_loss_fn,
-                   regularization_fn=regularization_fn, per_example_fn=per_example_fn)
+        return cls(
+            variables,
+            outputs_fn=outputs_fn,
+            output_loss_fn=output_loss_fn,
+            regularization_fn=regularization_fn,
+            per_example_fn=per_example_fn,
+        )
 
     @classmethod
-    def from_residuals(cls, residual_fn: Callable[[], object], variables: Sequence[tf.Variable],
-                       *, weights: Optional[Sequence[float]] = None) -> "CurvatureOracle":
+    def from_residuals(
+        cls,
+        residual_fn: Callable[[], object],
+        variables: Sequence[tf.Variable],
+        *,
+        weights: Optional[Sequence[float]] = None,
+    ) -> "CurvatureOracle":
         """An oracle for the least-squares loss ``1/2 sum_k w_k |r_k|^2`` of residuals.
 
         The residuals may be any number of tensors of any shapes (a PDE residual at
@@ -203,20 +220,30 @@ class CurvatureOracle(Oracle):
             residuals = residual_fn()
             residuals = list(residuals) if isinstance(residuals, (list, tuple)) else [residuals]
             if weights is not None and len(weights) != len(residuals):
-                raise ValueError(f"`weights` has {len(weights)} entries for "
-                                 f"{len(residuals)} residual tensors; give one per tensor.")
-            scales = [1.0] * len(residuals) if weights is None else \
-                [math.sqrt(w) for w in weights]
-            return tf.concat([scale * tf.reshape(tf.cast(r, dtype), [-1])
-                              for scale, r in zip(scales, residuals)], axis=0)
+                raise ValueError(
+                    f"`weights` has {len(weights)} entries for "
+                    f"{len(residuals)} residual tensors; give one per tensor."
+                )
+            scales = [1.0] * len(residuals) if weights is None else [math.sqrt(w) for w in weights]
+            return tf.concat(
+                [
+                    scale * tf.reshape(tf.cast(r, dtype), [-1])
+                    for scale, r in zip(scales, residuals)
+                ],
+                axis=0,
+            )
 
-        return cls(variables, outputs_fn=residual_vector,
-                   output_loss_fn=lambda r: 0.5 * tf.reduce_sum(tf.square(r)),
-                   residuals=True)
+        return cls(
+            variables,
+            outputs_fn=residual_vector,
+            output_loss_fn=lambda r: 0.5 * tf.reduce_sum(tf.square(r)),
+            residuals=True,
+        )
 
     @classmethod
-    def from_keras(cls, model, loss, x, y, sample_weight=None, *,
-                   training: bool = True) -> "CurvatureOracle":
+    def from_keras(
+        cls, model, loss, x, y, sample_weight=None, *, training: bool = True
+    ) -> "CurvatureOracle":
         """A tape oracle for a Keras model, a loss and one batch, as ``model.fit`` sees it.
 
         The value is ``loss(y, model(x, training), sample_weight) + sum(model.losses)``
@@ -246,8 +273,10 @@ class CurvatureOracle(Oracle):
         """
         loss = as_keras_loss(loss)
         if not model.trainable_variables:
-            raise ValueError("`model` has no trainable variables; build it (call it once) "
-                             "before making an oracle.")
+            raise ValueError(
+                "`model` has no trainable variables; build it (call it once) "
+                "before making an oracle."
+            )
 
         def per_example(outputs):
             config = dict(loss.get_config(), reduction=None)
@@ -269,12 +298,14 @@ class CurvatureOracle(Oracle):
         # Under a strategy Keras losses already divide each replica's share by the replica
         # count, so the all-reduced sum is the global-batch mean; the regularizers are
         # divided here the same way.
-        return cls(model.trainable_variables,
-                   outputs_fn=lambda: model(x, training=training),
-                   output_loss_fn=lambda outputs: loss(y, outputs, sample_weight),
-                   regularization_fn=regularization if model.losses else None,
-                   per_example_fn=per_example,
-                   restore_variables=model.non_trainable_variables)
+        return cls(
+            model.trainable_variables,
+            outputs_fn=lambda: model(x, training=training),
+            output_loss_fn=lambda outputs: loss(y, outputs, sample_weight),
+            regularization_fn=regularization if model.losses else None,
+            per_example_fn=per_example,
+            restore_variables=model.non_trainable_variables,
+        )
 
     # ------------------------------------------------------------------ point
     def linearize(self) -> "CurvatureOracle":
@@ -289,10 +320,14 @@ class CurvatureOracle(Oracle):
                 assert self._output_loss_fn is not None  # checked in __init__
                 outputs = self._outputs_fn()
                 data_loss = self._output_loss_fn(outputs)
-                regularization = (self._regularization_fn()
-                                  if self._regularization_fn is not None else None)
-                loss = data_loss if regularization is None else \
-                    data_loss + tf.cast(regularization, data_loss.dtype)
+                regularization = (
+                    self._regularization_fn() if self._regularization_fn is not None else None
+                )
+                loss = (
+                    data_loss
+                    if regularization is None
+                    else data_loss + tf.cast(regularization, data_loss.dtype)
+                )
             else:
                 assert self._loss_fn is not None  # checked in __init__
                 outputs, regularization = None, None
@@ -320,8 +355,11 @@ class CurvatureOracle(Oracle):
     def gradient(self) -> List[tf.Tensor]:
         """The gradient at the linearization point (computed once)."""
         if self._gradient is None:
-            self._gradient = _replica_sum(self._tape.gradient(
-                self._loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            self._gradient = _replica_sum(
+                self._tape.gradient(
+                    self._loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
+            )
             self.num_gradient_evaluations += 1
         return self._gradient
 
@@ -367,8 +405,9 @@ class CurvatureOracle(Oracle):
         """
         with tf.GradientTape() as tape:
             loss = self._current_loss()
-        gradient = tape.gradient(loss, self._sources,
-                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        gradient = tape.gradient(
+            loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
         return _replica_sum(loss), [_replica_sum(g) for g in gradient]
 
     # ------------------------------------------------------------------ products
@@ -385,8 +424,14 @@ class CurvatureOracle(Oracle):
         vector = self._check(vector)
         outer, gradient = self._hessian_recording()
         self.num_curvature_products += 1
-        return _replica_sum(outer.gradient(gradient, self._sources, output_gradients=vector,
-                                           unconnected_gradients=tf.UnconnectedGradients.ZERO))
+        return _replica_sum(
+            outer.gradient(
+                gradient,
+                self._sources,
+                output_gradients=vector,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+        )
 
     def _hessian_recording(self):
         if self._hessian_tape is None:
@@ -394,8 +439,9 @@ class CurvatureOracle(Oracle):
             with tf.GradientTape(persistent=True) as outer:
                 with tf.GradientTape() as inner:
                     loss = self._total_loss_for_hessian()
-                gradient = inner.gradient(loss, self._sources,
-                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                gradient = inner.gradient(
+                    loss, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
             for variable, value in zip(self._restore, saved):
                 variable.assign(value)
             self._hessian_tape = (outer, gradient)
@@ -435,13 +481,18 @@ class CurvatureOracle(Oracle):
           ValueError: the oracle was not built with `from_residuals`.
         """
         if not self._residuals:
-            raise ValueError("The residual Jacobian needs a least-squares oracle: build it "
-                             "with CurvatureOracle.from_residuals.")
-        jacobians = self._tape.jacobian(self._outputs, self._sources,
-                                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            raise ValueError(
+                "The residual Jacobian needs a least-squares oracle: build it "
+                "with CurvatureOracle.from_residuals."
+            )
+        jacobians = self._tape.jacobian(
+            self._outputs, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
         rows = tf.shape(self._outputs)[0]
-        return (_replica_sum(tf.concat([tf.reshape(j, [rows, -1]) for j in jacobians], 1)),
-                self._outputs)
+        return (
+            _replica_sum(tf.concat([tf.reshape(j, [rows, -1]) for j in jacobians], 1)),
+            self._outputs,
+        )
 
     @property
     def supports_residual_jacobian(self) -> bool:
@@ -458,16 +509,22 @@ class CurvatureOracle(Oracle):
 
     def _require_outputs(self):
         if self._outputs is None:
-            raise ValueError("Gauss-Newton products need the model outputs: build the "
-                             "oracle with from_keras or from_outputs, not from_function.")
+            raise ValueError(
+                "Gauss-Newton products need the model outputs: build the "
+                "oracle with from_keras or from_outputs, not from_function."
+            )
 
     def jacobian_vector_product(self, vector: Sequence[tf.Tensor]):
         """``J v``: the change of the outputs along ``vector`` (double-VJP trick)."""
         self._require_outputs()
         vector = self._check(vector)
         tape, dummy, transposed = self._jvp_recording()
-        return tape.gradient(transposed, dummy, output_gradients=vector,
-                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return tape.gradient(
+            transposed,
+            dummy,
+            output_gradients=vector,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
 
     def _jvp_recording(self):
         if self._jvp is None:
@@ -475,23 +532,34 @@ class CurvatureOracle(Oracle):
             with tf.GradientTape(persistent=True) as tape:
                 tape.watch(dummy)
                 transposed = self._tape.gradient(
-                    self._outputs, self._sources, output_gradients=dummy,
-                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                    self._outputs,
+                    self._sources,
+                    output_gradients=dummy,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
             self._jvp = (tape, dummy, transposed)
         return self._jvp
 
     def vector_jacobian_product(self, output_vector) -> List[tf.Tensor]:
         """``J^T u`` for ``u`` shaped like the outputs."""
         self._require_outputs()
-        return self._tape.gradient(self._outputs, self._sources, output_gradients=output_vector,
-                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return self._tape.gradient(
+            self._outputs,
+            self._sources,
+            output_gradients=output_vector,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
 
     def output_hessian_product(self, output_vector):
         """``H_out u``: the curvature of the output loss w.r.t. the outputs (PSD form)."""
         self._require_outputs()
         outer, outputs, gradient = self._output_hessian_recording()
-        return outer.gradient(gradient, outputs, output_gradients=output_vector,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return outer.gradient(
+            gradient,
+            outputs,
+            output_gradients=output_vector,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
 
     def _output_hessian_recording(self):
         if self._output_hessian is None:
@@ -512,8 +580,9 @@ class CurvatureOracle(Oracle):
             with tf.GradientTape(persistent=True) as outer:
                 with tf.GradientTape() as inner:
                     value = self._regularization_fn()
-                gradient = inner.gradient(value, self._sources,
-                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                gradient = inner.gradient(
+                    value, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
             self._regularization_hessian = (outer, gradient)
         return self._regularization_hessian
 
@@ -521,8 +590,12 @@ class CurvatureOracle(Oracle):
         if self._regularization_fn is None:
             return None
         outer, gradient = self._regularization_recording()
-        return outer.gradient(gradient, self._sources, output_gradients=vector,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return outer.gradient(
+            gradient,
+            self._sources,
+            output_gradients=vector,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
 
     def gauss_newton_vector_product(self, vector: Sequence[tf.Tensor]) -> List[tf.Tensor]:
         """The generalized Gauss-Newton ``J^T H_out J v`` (+ regularizers' Hessian).
@@ -532,7 +605,8 @@ class CurvatureOracle(Oracle):
         """
         vector = self._check(vector)
         product = self.vector_jacobian_product(
-            self.output_hessian_product(self.jacobian_vector_product(vector)))
+            self.output_hessian_product(self.jacobian_vector_product(vector))
+        )
         regularization = self._regularization_product(vector)
         if regularization is not None:
             product = vectors.add_scaled(product, 1.0, regularization)
@@ -558,14 +632,18 @@ class CurvatureOracle(Oracle):
         with tf.GradientTape() as tape:
             contributions = self._per_example_fn(self._outputs_fn())
         try:
-            jacobians = tape.jacobian(contributions, self._sources,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            jacobians = tape.jacobian(
+                contributions, self._sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
         except (ValueError, NotImplementedError, tf.errors.OpError):
             with tf.GradientTape() as tape:
                 contributions = self._per_example_fn(self._outputs_fn())
-            jacobians = tape.jacobian(contributions, self._sources,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO,
-                                      experimental_use_pfor=False)
+            jacobians = tape.jacobian(
+                contributions,
+                self._sources,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                experimental_use_pfor=False,
+            )
         return _replica_sum([tf.reduce_sum(tf.square(j), axis=0) for j in jacobians])
 
     # ------------------------------------------------------------------ compiled use
@@ -590,13 +668,22 @@ class CurvatureOracle(Oracle):
         """
         if getattr(self, "_graph_functions", None) is None:
             make = functools.partial(
-                CurvatureOracle, self.variables, loss_fn=self._loss_fn,
-                outputs_fn=self._outputs_fn, output_loss_fn=self._output_loss_fn,
+                CurvatureOracle,
+                self.variables,
+                loss_fn=self._loss_fn,
+                outputs_fn=self._outputs_fn,
+                output_loss_fn=self._output_loss_fn,
                 regularization_fn=self._regularization_fn,
-                per_example_fn=self._per_example_fn, restore_variables=self._restore,
-                residuals=self._residuals)
+                per_example_fn=self._per_example_fn,
+                restore_variables=self._restore,
+                residuals=self._residuals,
+            )
             self._graph_functions = GraphFunctions(make, self.variables)
-        return GraphOracle(self._graph_functions, self.variables, restore=self._restore,
-                           supports_gauss_newton=self.supports_gauss_newton,
-                           supports_squared_gradients=self.supports_squared_gradients,
-                           supports_residual_jacobian=self.supports_residual_jacobian)
+        return GraphOracle(
+            self._graph_functions,
+            self.variables,
+            restore=self._restore,
+            supports_gauss_newton=self.supports_gauss_newton,
+            supports_squared_gradients=self.supports_squared_gradients,
+            supports_residual_jacobian=self.supports_residual_jacobian,
+        )

@@ -36,8 +36,9 @@ def register(name: str, context: Callable[[], ContextManager]) -> None:
       TypeError: ``context`` is not callable.
     """
     if not callable(context):
-        raise TypeError(f"`context` must be a callable returning a context manager, "
-                        f"got {context!r}.")
+        raise TypeError(
+            f"`context` must be a callable returning a context manager, got {context!r}."
+        )
     _CONTEXTS[name] = context
 
 

@@ -57,8 +57,13 @@ def _lanczos(matvec, probe: np.ndarray, steps: int):
     return np.array(alpha), np.array(beta)
 
 
-def spectral_density(oracle: Oracle, kind: str = "gauss_newton", num_steps: int = 40,
-                     num_probes: int = 1, seed: int = 0) -> SpectralDensity:
+def spectral_density(
+    oracle: Oracle,
+    kind: str = "gauss_newton",
+    num_steps: int = 40,
+    num_probes: int = 1,
+    seed: int = 0,
+) -> SpectralDensity:
     """Stochastic Lanczos quadrature of the oracle's Hessian or Gauss-Newton at its point.
 
     Args:
@@ -75,8 +80,9 @@ def spectral_density(oracle: Oracle, kind: str = "gauss_newton", num_steps: int 
       ValueError: for ``num_steps`` or ``num_probes`` below 1, or an unknown ``kind``.
     """
     if num_steps < 1 or num_probes < 1:
-        raise ValueError(f"`num_steps` and `num_probes` must be >= 1, got {num_steps} and "
-                         f"{num_probes}.")
+        raise ValueError(
+            f"`num_steps` and `num_probes` must be >= 1, got {num_steps} and {num_probes}."
+        )
     operator = oracle.as_scipy_linear_operator(kind)
     steps = min(num_steps, oracle.size)
     rng = np.random.default_rng(seed)
@@ -86,7 +92,7 @@ def spectral_density(oracle: Oracle, kind: str = "gauss_newton", num_steps: int 
         probe = rng.choice([-1.0, 1.0], size=oracle.size)
         alpha, beta = _lanczos(operator.matvec, probe, steps)
         theta, vectors = np.linalg.eigh(np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1))
-        nodes[p, :len(theta)] = theta
-        weights[p, :len(theta)] = vectors[0] ** 2
-        nodes[p, len(theta):] = theta[-1]
+        nodes[p, : len(theta)] = theta
+        weights[p, : len(theta)] = vectors[0] ** 2
+        nodes[p, len(theta) :] = theta[-1]
     return SpectralDensity(nodes, weights)

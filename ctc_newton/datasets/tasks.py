@@ -41,19 +41,26 @@ class Task(NamedTuple):
 TASKS: Dict[str, Task] = {
     "digit-lines": Task(
         lambda n, m, k, seed: digit_lines.load_digit_lines(n, m, max_digits=k, seed=seed),
-        digit_lines.HEIGHT, digit_lines.ALPHABET,
-        "digit lines (scikit-learn digits; test glyphs never seen in training)"),
+        digit_lines.HEIGHT,
+        digit_lines.ALPHABET,
+        "digit lines (scikit-learn digits; test glyphs never seen in training)",
+    ),
     "spoken-digits": Task(
-        lambda n, m, k, seed: spoken_digits.load_spoken_digit_lines(n, m, max_digits=k,
-                                                                    seed=seed),
-        spoken_digits.NUM_FEATURES, spoken_digits.ALPHABET,
-        "spoken digit lines (FSDD MFCCs; test recordings never heard in training)"),
+        lambda n, m, k, seed: spoken_digits.load_spoken_digit_lines(n, m, max_digits=k, seed=seed),
+        spoken_digits.NUM_FEATURES,
+        spoken_digits.ALPHABET,
+        "spoken digit lines (FSDD MFCCs; test recordings never heard in training)",
+    ),
     "activities": Task(
-        lambda n, m, k, seed: activities.load_activity_sentences(n, m, max_segments=k,
-                                                                 seed=seed),
-        activities.NUM_FEATURES, activities.ACTIVITIES,
+        lambda n, m, k, seed: activities.load_activity_sentences(n, m, max_segments=k, seed=seed),
+        activities.NUM_FEATURES,
+        activities.ACTIVITIES,
         "activity sentences (BasicMotions smartwatch sensors; test recordings never seen "
-        "in training)", max_labels=4, units=16, epochs=8),
+        "in training)",
+        max_labels=4,
+        units=16,
+        epochs=8,
+    ),
 }
 
 

@@ -60,7 +60,8 @@ def build_lattice(labels, label_length, logit_length, blank_index, dtype) -> Lat
     final = (state_index >= num_real - 2) & state_mask
 
     repeats = tf.reduce_sum(
-        tf.cast(tf.equal(labels[:, 1:], labels[:, :-1]) & in_label[:, 1:], tf.int32), axis=1)
+        tf.cast(tf.equal(labels[:, 1:], labels[:, :-1]) & in_label[:, 1:], tf.int32), axis=1
+    )
     feasible = label_length + repeats <= logit_length
 
     def cast(x):

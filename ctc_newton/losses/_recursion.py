@@ -91,22 +91,30 @@ def _forward(log_emissions, log_skip, logit_length):
     last alpha."""
     num_frames = tf.shape(log_emissions)[0]
     # A virtual state before frame 0, sitting on s = 0: advancing it reaches s = 0, 1.
-    alpha_init = tf.math.log(tf.one_hot(tf.zeros_like(logit_length), tf.shape(log_skip)[1],
-                                        dtype=log_emissions.dtype))
+    alpha_init = tf.math.log(
+        tf.one_hot(tf.zeros_like(logit_length), tf.shape(log_skip)[1], dtype=log_emissions.dtype)
+    )
 
     def body(t, alpha, alphas, shifts):
         new_alpha, shift = _shift_to_zero(
-            _logsumexp3(*_predecessors(alpha, log_skip)) + log_emissions[t])
+            _logsumexp3(*_predecessors(alpha, log_skip)) + log_emissions[t]
+        )
         live = t < logit_length
         alpha = tf.where(live[:, tf.newaxis], new_alpha, alpha)
         shift = tf.where(live, shift, tf.zeros_like(shift))
         return t + 1, alpha, alphas.write(t, alpha), shifts.write(t, shift)
 
     _, alpha_last, alphas, shifts = tf.while_loop(
-        lambda t, *_: t < num_frames, body,
-        (tf.constant(0), alpha_init, _array(log_emissions, num_frames, alpha_init),
-         _array(log_emissions, num_frames, logit_length)),
-        maximum_iterations=num_frames)
+        lambda t, *_: t < num_frames,
+        body,
+        (
+            tf.constant(0),
+            alpha_init,
+            _array(log_emissions, num_frames, alpha_init),
+            _array(log_emissions, num_frames, logit_length),
+        ),
+        maximum_iterations=num_frames,
+    )
     return alphas.stack(), shifts.stack(), alpha_last
 
 
@@ -127,10 +135,16 @@ def _backward(log_emissions, log_skip_next, log_final, logit_length):
         return i + 1, beta, betas.write(t, beta), shifts.write(t, shift)
 
     _, _, betas, shifts = tf.while_loop(
-        lambda i, *_: i < num_frames, body,
-        (tf.constant(0), log_final, _array(log_emissions, num_frames, log_final),
-         _array(log_emissions, num_frames, logit_length)),
-        maximum_iterations=num_frames)
+        lambda i, *_: i < num_frames,
+        body,
+        (
+            tf.constant(0),
+            log_final,
+            _array(log_emissions, num_frames, log_final),
+            _array(log_emissions, num_frames, logit_length),
+        ),
+        maximum_iterations=num_frames,
+    )
     return betas.stack(), shifts.stack()
 
 
@@ -151,14 +165,17 @@ def forward_backward(log_emissions, lattice: Lattice, logit_length) -> ForwardBa
       A `ForwardBackward`.
     """
     log_final = tf.math.log(lattice.final)
-    log_alpha, alpha_shift, alpha_last = _forward(log_emissions, tf.math.log(lattice.skip),
-                                                  logit_length)
-    log_beta, beta_shift = _backward(log_emissions, tf.math.log(lattice.skip_next), log_final,
-                                     logit_length)
+    log_alpha, alpha_shift, alpha_last = _forward(
+        log_emissions, tf.math.log(lattice.skip), logit_length
+    )
+    log_beta, beta_shift = _backward(
+        log_emissions, tf.math.log(lattice.skip_next), log_final, logit_length
+    )
     terminal = tf.reduce_logsumexp(alpha_last + log_final, axis=1)
     log_likelihood = tf.reduce_sum(alpha_shift, axis=0) + terminal
-    return ForwardBackward(log_emissions, log_alpha, log_beta, alpha_shift, beta_shift,
-                           log_likelihood)
+    return ForwardBackward(
+        log_emissions, log_alpha, log_beta, alpha_shift, beta_shift, log_likelihood
+    )
 
 
 def _transition_weights(neighbours, log_total):
@@ -176,8 +193,9 @@ def _transition_weights(neighbours, log_total):
 
 def _prefix_weight_terms(fb: ForwardBackward, log_skip, logit_length):
     # Transition weights into frame t come from alpha at t - 1 (the virtual start at t = 0).
-    alpha_init = tf.math.log(tf.one_hot(tf.zeros_like(logit_length), tf.shape(log_skip)[1],
-                                        dtype=fb.log_alpha.dtype))
+    alpha_init = tf.math.log(
+        tf.one_hot(tf.zeros_like(logit_length), tf.shape(log_skip)[1], dtype=fb.log_alpha.dtype)
+    )
     previous = tf.concat([alpha_init[tf.newaxis], fb.log_alpha[:-1]], axis=0)
     # The forward pass computed alpha_t = logsumexp(predecessors) + emission - shift.
     log_total = fb.log_alpha - fb.log_emissions + fb.alpha_shift[:, :, tf.newaxis]
@@ -186,9 +204,13 @@ def _prefix_weight_terms(fb: ForwardBackward, log_skip, logit_length):
 
 def _suffix_weight_terms(fb: ForwardBackward, log_skip_next):
     # Transition weights out of frame t come from emission + beta at t + 1.
-    following = tf.concat([fb.log_emissions[1:] + fb.log_beta[1:],
-                           tf.fill(tf.shape(fb.log_beta[:1]),
-                                   tf.constant(-float("inf"), fb.log_beta.dtype))], axis=0)
+    following = tf.concat(
+        [
+            fb.log_emissions[1:] + fb.log_beta[1:],
+            tf.fill(tf.shape(fb.log_beta[:1]), tf.constant(-float("inf"), fb.log_beta.dtype)),
+        ],
+        axis=0,
+    )
     # The backward pass computed beta_t = logsumexp(successors) - shift.
     log_total = fb.log_beta + fb.beta_shift[:, :, tf.newaxis]
     return _transition_weights(_successors(following, log_skip_next), log_total)
@@ -201,16 +223,19 @@ def _prefix_loop(weights, state_direction, logit_length):
 
     def body(t, prefix, prefixes):
         padded = tf.pad(prefix, [[0, 0], [2, 0]])
-        new_prefix = (w0[t] * prefix + w1[t] * padded[:, 1:-1] + w2[t] * padded[:, :-2]
-                      + state_direction[t])
+        new_prefix = (
+            w0[t] * prefix + w1[t] * padded[:, 1:-1] + w2[t] * padded[:, :-2] + state_direction[t]
+        )
         prefix = tf.where((t < logit_length)[:, tf.newaxis], new_prefix, prefix)
         return t + 1, prefix, prefixes.write(t, prefix)
 
     zeros = tf.zeros_like(state_direction[0])
     _, _, prefixes = tf.while_loop(
-        lambda t, *_: t < num_frames, body,
+        lambda t, *_: t < num_frames,
+        body,
         (tf.constant(0), zeros, _array(state_direction, num_frames, zeros)),
-        maximum_iterations=num_frames)
+        maximum_iterations=num_frames,
+    )
     return prefixes.stack()
 
 
@@ -230,9 +255,11 @@ def _suffix_loop(weights, state_direction, logit_length):
 
     zeros = tf.zeros_like(state_direction[0])
     _, _, suffixes = tf.while_loop(
-        lambda i, *_: i < num_frames, body,
+        lambda i, *_: i < num_frames,
+        body,
         (tf.constant(0), zeros, _array(state_direction, num_frames, zeros)),
-        maximum_iterations=num_frames)
+        maximum_iterations=num_frames,
+    )
     return suffixes.stack()
 
 
@@ -243,15 +270,15 @@ def _suffix_loop(weights, state_direction, logit_length):
 @compiled
 def prefix_scores_at(fb: ForwardBackward, log_skip, state_direction, logit_length):
     """``E[sum_{t' <= t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
-    return _prefix_loop(_prefix_weight_terms(fb, log_skip, logit_length), state_direction,
-                        logit_length)
+    return _prefix_loop(
+        _prefix_weight_terms(fb, log_skip, logit_length), state_direction, logit_length
+    )
 
 
 @compiled
 def suffix_scores_at(fb: ForwardBackward, log_skip_next, state_direction, logit_length):
     """``E[sum_{t' > t} v_t'(pi_t') | pi_t = s]`` for all frames, ``[T, B, S]``."""
-    return _suffix_loop(_suffix_weight_terms(fb, log_skip_next), state_direction,
-                        logit_length)
+    return _suffix_loop(_suffix_weight_terms(fb, log_skip_next), state_direction, logit_length)
 
 
 @compiled

@@ -15,7 +15,6 @@ from ctc_newton.losses._compile import compiled
 _ONE_HOT_MAX_CLASSES = 1024
 
 
-
 def uses_one_hot(num_classes) -> bool:
     """Whether to scatter with a one-hot matmul (a static choice for the compiled code)."""
     return isinstance(num_classes, int) and num_classes <= _ONE_HOT_MAX_CLASSES
@@ -39,9 +38,10 @@ def scatter_states(x, states, num_classes, one_hot: bool):
         return out + blank_total[:, :, tf.newaxis] * blank_class[:, tf.newaxis, :]
     num_frames, batch, num_states = tf.unstack(tf.shape(x))
     x = tf.transpose(x, [1, 0, 2])  # [B, T, S]
-    segment = ((tf.range(batch)[:, tf.newaxis, tf.newaxis] * num_frames
-                + tf.range(num_frames)[tf.newaxis, :, tf.newaxis]) * num_classes
-               + states[:, tf.newaxis, :])
+    segment = (
+        tf.range(batch)[:, tf.newaxis, tf.newaxis] * num_frames
+        + tf.range(num_frames)[tf.newaxis, :, tf.newaxis]
+    ) * num_classes + states[:, tf.newaxis, :]
     summed = tf.math.unsorted_segment_sum(x, segment, batch * num_frames * num_classes)
     return tf.reshape(summed, [batch, num_frames, num_classes])
 
@@ -81,8 +81,7 @@ def state_log_emissions(log_probs, states, state_mask):
 @compiled
 def gradient(probs, log_alpha, log_beta, states, live, one_hot):
     """``softmax - occupancy`` on live frames ``[B, T, K]``."""
-    occupied = scatter_states(occupancy(log_alpha, log_beta), states, tf.shape(probs)[2],
-                              one_hot)
+    occupied = scatter_states(occupancy(log_alpha, log_beta), states, tf.shape(probs)[2], one_hot)
     return _masked(live, probs - occupied)
 
 
@@ -94,8 +93,7 @@ def state_direction(vector, frame_mask, states):
 
 
 @compiled
-def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, live,
-                    one_hot):
+def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, live, one_hot):
     """Exact Hessian times ``vector`` from the prefix/suffix expected path scores.
 
     ``vector`` may hold anything on dead frames: the frame-wise term does not mix
@@ -106,8 +104,7 @@ def hessian_product(probs, vector, log_alpha, log_beta, prefix, suffix, states, 
     occupied = occupancy(log_alpha, log_beta)
     score = prefix + suffix
     mean_score = tf.reduce_sum(occupied * score, axis=2, keepdims=True)
-    coupled = scatter_states(occupied * (score - mean_score), states, tf.shape(probs)[2],
-                             one_hot)
+    coupled = scatter_states(occupied * (score - mean_score), states, tf.shape(probs)[2], one_hot)
     return _masked(live, softmax_hessian_product(probs, vector) - coupled)
 
 

@@ -17,8 +17,13 @@ from ctc_newton.losses import _recursion, _states, _validation
 from ctc_newton.losses._lattice import Lattice, build_lattice
 from ctc_newton.losses._recursion import forward_backward
 
-__all__ = ["ctc_loss", "ctc_hessian_vector_product", "ctc_gauss_newton_vector_product",
-           "CTCPoint", "gauss_newton_curvature"]
+__all__ = [
+    "ctc_loss",
+    "ctc_hessian_vector_product",
+    "ctc_gauss_newton_vector_product",
+    "CTCPoint",
+    "gauss_newton_curvature",
+]
 
 _mode = threading.local()
 
@@ -43,6 +48,7 @@ def gauss_newton_curvature():
         yield
     finally:
         _mode.gauss_newton = previous
+
 
 TensorLike = Union[tf.Tensor, np.ndarray, list]
 
@@ -72,8 +78,7 @@ class CTCPoint:
     infeasible alignment, and never one that ``zero_infinity`` hides.
     """
 
-    def __init__(self, logits, lattice: Lattice, logit_length, zero_infinity=False,
-                 invalid=None):
+    def __init__(self, logits, lattice: Lattice, logit_length, zero_infinity=False, invalid=None):
         self.lattice = lattice
         # Derivatives are explicit (custom gradients): keep tapes out of the recursions,
         # which would otherwise record every loop intermediate.
@@ -82,8 +87,7 @@ class CTCPoint:
         frame_mask = tf.range(tf.shape(logits)[1])[tf.newaxis, :] < logit_length[:, tf.newaxis]
         log_probs = _states.log_probabilities(logits, frame_mask)
         self.probs = tf.exp(log_probs)
-        log_emissions = _states.state_log_emissions(log_probs, lattice.states,
-                                                    lattice.state_mask)
+        log_emissions = _states.state_log_emissions(log_probs, lattice.states, lattice.state_mask)
         self.fb = forward_backward(log_emissions, lattice, logit_length)
         self.logit_length = logit_length
         # Transition weights, stored from the second product on.
@@ -107,6 +111,7 @@ class CTCPoint:
 
         Conditional: the common, clean batch pays one scalar test, not a pass over x.
         """
+
         def poison():
             mask = tf.reshape(self.poisoned, [-1] + [1] * (x.shape.rank - 1))
             return tf.where(mask, tf.constant(float("nan"), x.dtype), x)
@@ -115,13 +120,22 @@ class CTCPoint:
 
     def gradient(self):
         """``[B, T, K]`` d loss_b / d logits: ``softmax - occupancy`` on live frames."""
-        return self._poison(_states.gradient(self.probs, self.fb.log_alpha, self.fb.log_beta,
-                                             self.lattice.states, self.live, self._one_hot))
+        return self._poison(
+            _states.gradient(
+                self.probs,
+                self.fb.log_alpha,
+                self.fb.log_beta,
+                self.lattice.states,
+                self.live,
+                self._one_hot,
+            )
+        )
 
     def gauss_newton_vector_product(self, vector):
         """``[B, T, K]`` the PSD CTC Gauss-Newton (frame-wise softmax Hessian) times v."""
-        return self._poison(_states.gauss_newton_product(self.probs, tf.stop_gradient(vector),
-                                                         self.live))
+        return self._poison(
+            _states.gauss_newton_product(self.probs, tf.stop_gradient(vector), self.live)
+        )
 
     def hessian_vector_product(self, vector):
         """``[B, T, K]`` the exact Hessian of ``sum_b loss_b`` times ``vector``."""
@@ -131,22 +145,33 @@ class CTCPoint:
         log_skip_next = tf.math.log(self.lattice.skip_next)
         self._products += 1
         if self._products == 1:  # One product: fused weights are fastest.
-            prefix = _recursion.prefix_scores_at(self.fb, log_skip, state_direction,
-                                                 self.logit_length)
-            suffix = _recursion.suffix_scores_at(self.fb, log_skip_next, state_direction,
-                                                 self.logit_length)
+            prefix = _recursion.prefix_scores_at(
+                self.fb, log_skip, state_direction, self.logit_length
+            )
+            suffix = _recursion.suffix_scores_at(
+                self.fb, log_skip_next, state_direction, self.logit_length
+            )
         else:  # Several at this point: store the transition weights once.
             if self._weights is None:
                 self._weights = (
                     _recursion.prefix_weights(self.fb, log_skip, self.logit_length),
-                    _recursion.suffix_weights(self.fb, log_skip_next))
-            prefix = _recursion.prefix_scores(self._weights[0], state_direction,
-                                              self.logit_length)
-            suffix = _recursion.suffix_scores(self._weights[1], state_direction,
-                                              self.logit_length)
-        return self._poison(_states.hessian_product(
-            self.probs, vector, self.fb.log_alpha, self.fb.log_beta, prefix, suffix,
-            self.lattice.states, self.live, self._one_hot))
+                    _recursion.suffix_weights(self.fb, log_skip_next),
+                )
+            prefix = _recursion.prefix_scores(self._weights[0], state_direction, self.logit_length)
+            suffix = _recursion.suffix_scores(self._weights[1], state_direction, self.logit_length)
+        return self._poison(
+            _states.hessian_product(
+                self.probs,
+                vector,
+                self.fb.log_alpha,
+                self.fb.log_beta,
+                prefix,
+                suffix,
+                self.lattice.states,
+                self.live,
+                self._one_hot,
+            )
+        )
 
 
 def _sparse_to_dense(labels: tf.SparseTensor):
@@ -159,16 +184,16 @@ def _sparse_to_dense(labels: tf.SparseTensor):
     rows = tf.cast(labels.indices[:, 0], tf.int32)
     batch = tf.cast(labels.dense_shape[0], tf.int32)
     counts = tf.math.unsorted_segment_sum(tf.ones_like(rows), rows, batch)
-    positions = tf.range(tf.shape(rows)[0]) - tf.gather(tf.cumsum(counts, exclusive=True),
-                                                        rows)
+    positions = tf.range(tf.shape(rows)[0]) - tf.gather(tf.cumsum(counts, exclusive=True), rows)
     values = _validation.to_int32(labels.values, "labels")
     width = tf.cast(labels.dense_shape[1], tf.int32)
     dense = tf.scatter_nd(tf.stack([rows, positions], axis=1), values, [batch, width])
     return dense, counts
 
 
-def _prepare(labels, logits, label_length, logit_length, logits_time_major, blank_index,
-             validate_args):
+def _prepare(
+    labels, logits, label_length, logit_length, logits_time_major, blank_index, validate_args
+):
     """Validates and converts inputs.
 
     Returns:
@@ -190,8 +215,10 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
         labels = tf.convert_to_tensor(labels, name="labels")
         _validation.check_rank(labels, 2, "labels")
         if label_length is None:
-            raise ValueError("`label_length` is required with dense `labels`; it may be "
-                             "None only for a `tf.SparseTensor`.")
+            raise ValueError(
+                "`label_length` is required with dense `labels`; it may be "
+                "None only for a `tf.SparseTensor`."
+            )
         if not labels.dtype.is_integer:
             raise TypeError(f"`labels` must hold integer class ids, got {labels.dtype.name}.")
     labels = _validation.to_int32(labels, "labels")
@@ -202,9 +229,14 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
 
     if logits_time_major:
         logits = tf.transpose(logits, [1, 0, 2])
-    _validation.check_batch_sizes([
-        ("labels", labels.shape[0]), ("logits", logits.shape[0]),
-        ("label_length", label_length.shape[0]), ("logit_length", logit_length.shape[0])])
+    _validation.check_batch_sizes(
+        [
+            ("labels", labels.shape[0]),
+            ("logits", logits.shape[0]),
+            ("label_length", label_length.shape[0]),
+            ("logit_length", logit_length.shape[0]),
+        ]
+    )
     num_classes = logits.shape[2]
     _validation.check_num_classes(num_classes)
     if num_classes is None:
@@ -213,15 +245,27 @@ def _prepare(labels, logits, label_length, logit_length, logits_time_major, blan
     num_frames = logits.shape[1] if logits.shape[1] is not None else tf.shape(logits)[1]
     invalid = None
     if validate_args:
-        _validation.raise_static_problems(labels, label_length, logit_length, num_frames,
-                                          num_classes, blank)
-        problems = _validation.row_problems(labels, label_length, logit_length, num_frames,
-                                            num_classes, blank)
-        checks = _validation.runtime_checks(problems, tf.shape(labels)[0], label_length,
-                                            logit_length, tf.shape(logits)[2], blank_index)
-        checks.append(tf.debugging.assert_equal(
-            tf.shape(logits)[0], tf.shape(labels)[0],
-            message="`logits` and `labels` disagree on the batch size."))
+        _validation.raise_static_problems(
+            labels, label_length, logit_length, num_frames, num_classes, blank
+        )
+        problems = _validation.row_problems(
+            labels, label_length, logit_length, num_frames, num_classes, blank
+        )
+        checks = _validation.runtime_checks(
+            problems,
+            tf.shape(labels)[0],
+            label_length,
+            logit_length,
+            tf.shape(logits)[2],
+            blank_index,
+        )
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(logits)[0],
+                tf.shape(labels)[0],
+                message="`logits` and `labels` disagree on the batch size.",
+            )
+        )
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
         # Where asserts cannot raise (XLA), an invalid sequence gets a NaN loss; its
@@ -257,8 +301,10 @@ def _hessian_op(point: CTCPoint, vector, logits, gauss_newton: bool):
         del x
 
         def third_order(_):
-            raise LookupError("ctc_newton.ctc_loss supports derivatives up to second order; "
-                              "a third derivative was requested.")
+            raise LookupError(
+                "ctc_newton.ctc_loss supports derivatives up to second order; "
+                "a third derivative was requested."
+            )
 
         if gauss_newton:
             return point.gauss_newton_vector_product(v), third_order
@@ -267,16 +313,18 @@ def _hessian_op(point: CTCPoint, vector, logits, gauss_newton: bool):
     return op(vector, logits)
 
 
-def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
-             logits: TensorLike,
-             label_length: Optional[TensorLike],
-             logit_length: TensorLike,
-             *,
-             logits_time_major: bool = False,
-             blank_index: int = 0,
-             zero_infinity: bool = False,
-             validate_args: bool = True,
-             name: Optional[str] = None) -> tf.Tensor:
+def ctc_loss(
+    labels: Union[TensorLike, tf.SparseTensor],
+    logits: TensorLike,
+    label_length: Optional[TensorLike],
+    logit_length: TensorLike,
+    *,
+    logits_time_major: bool = False,
+    blank_index: int = 0,
+    zero_infinity: bool = False,
+    validate_args: bool = True,
+    name: Optional[str] = None,
+) -> tf.Tensor:
     """Connectionist temporal classification loss, differentiable twice.
 
     Computes ``-log p(labels | logits)`` per sequence. The gradient w.r.t. the
@@ -318,8 +366,14 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
     with tf.name_scope(name or "ctc_loss"):
         logits = tf.convert_to_tensor(logits, name="logits")
         work_logits, lattice, logit_length, invalid = _prepare(
-            labels, logits, label_length, logit_length, logits_time_major, blank_index,
-            validate_args)
+            labels,
+            logits,
+            label_length,
+            logit_length,
+            logits_time_major,
+            blank_index,
+            validate_args,
+        )
 
         gauss_newton = getattr(_mode, "gauss_newton", False)
 
@@ -341,11 +395,19 @@ def ctc_loss(labels: Union[TensorLike, tf.SparseTensor],
         return tf.cast(loss, logits.dtype)
 
 
-def _point(labels, logits, label_length, logit_length, logits_time_major, blank_index,
-           zero_infinity, validate_args):
+def _point(
+    labels,
+    logits,
+    label_length,
+    logit_length,
+    logits_time_major,
+    blank_index,
+    zero_infinity,
+    validate_args,
+):
     work_logits, lattice, logit_length, invalid = _prepare(
-        labels, logits, label_length, logit_length, logits_time_major, blank_index,
-        validate_args)
+        labels, logits, label_length, logit_length, logits_time_major, blank_index, validate_args
+    )
     return CTCPoint(work_logits, lattice, logit_length, zero_infinity, invalid)
 
 
@@ -355,10 +417,18 @@ def _to_layout(x, time_major, dtype):
     return tf.cast(x, dtype)
 
 
-def ctc_hessian_vector_product(labels, logits, label_length, logit_length, vector, *,
-                               logits_time_major: bool = False, blank_index: int = 0,
-                               zero_infinity: bool = False,
-                               validate_args: bool = True) -> tf.Tensor:
+def ctc_hessian_vector_product(
+    labels,
+    logits,
+    label_length,
+    logit_length,
+    vector,
+    *,
+    logits_time_major: bool = False,
+    blank_index: int = 0,
+    zero_infinity: bool = False,
+    validate_args: bool = True,
+) -> tf.Tensor:
     """Exact Hessian of ``sum_b ctc_loss_b`` w.r.t. the logits, times ``vector``.
 
     Equal to the nested-tape product through `ctc_loss` but without tapes. The
@@ -377,16 +447,25 @@ def ctc_hessian_vector_product(labels, logits, label_length, logit_length, vecto
       sequences).
     """
     logits = tf.convert_to_tensor(logits, name="logits")
-    point = _point(labels, logits, label_length, logit_length, logits_time_major,
-                   blank_index, zero_infinity, validate_args)
+    point = _point(
+        labels,
+        logits,
+        label_length,
+        logit_length,
+        logits_time_major,
+        blank_index,
+        zero_infinity,
+        validate_args,
+    )
     vector = _to_layout(tf.convert_to_tensor(vector), logits_time_major, point.probs.dtype)
     num_frames = tf.shape(vector)[1]
     product = point.hessian_vector_product(_at_least_one_frame(vector))[:, :num_frames]
     return _to_layout(product, logits_time_major, logits.dtype)
 
 
-def ctc_gauss_newton_vector_product(logits, logit_length, vector, *,
-                                    logits_time_major: bool = False) -> tf.Tensor:
+def ctc_gauss_newton_vector_product(
+    logits, logit_length, vector, *, logits_time_major: bool = False
+) -> tf.Tensor:
     """The positive semi-definite CTC Gauss-Newton matrix times ``vector``.
 
     Holding the occupancies fixed turns CTC into frame-wise softmax cross-entropy

@@ -49,10 +49,16 @@ class CTCLoss(keras.losses.Loss):
       name: loss name.
     """
 
-    def __init__(self, blank_index: int = 0, padding_value: Optional[int] = None,
-                 zero_infinity: bool = False, validate_args: bool = True,
-                 reduction: str = "sum_over_batch_size", name: str = "ctc_loss",
-                 dtype=None):
+    def __init__(
+        self,
+        blank_index: int = 0,
+        padding_value: Optional[int] = None,
+        zero_infinity: bool = False,
+        validate_args: bool = True,
+        reduction: str = "sum_over_batch_size",
+        name: str = "ctc_loss",
+        dtype=None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.blank_index = blank_index
         self.padding_value = padding_value
@@ -72,39 +78,56 @@ class CTCLoss(keras.losses.Loss):
             logit_length = mask_to_length(mask, tf.shape(y_pred)[1], tf.shape(y_pred)[0])
         with tf.name_scope(self.name):
             losses = self._per_sequence(y_true, y_pred, logit_length)
-            return reduce_weighted_values(losses, sample_weight=sample_weight,
-                                          reduction=self.reduction, dtype=losses.dtype)
+            return reduce_weighted_values(
+                losses, sample_weight=sample_weight, reduction=self.reduction, dtype=losses.dtype
+            )
 
     def call(self, y_true, y_pred):
         """Per-sequence losses ``[B]`` with full-length logits (or the mask's lengths)."""
         mask = getattr(y_pred, "_keras_mask", None)
         y_pred = tf.convert_to_tensor(y_pred)
         return self._per_sequence(
-            y_true, y_pred, mask_to_length(mask, tf.shape(y_pred)[1], tf.shape(y_pred)[0]))
+            y_true, y_pred, mask_to_length(mask, tf.shape(y_pred)[1], tf.shape(y_pred)[0])
+        )
 
     def _per_sequence(self, y_true, y_pred, logit_length):
         labels = tf.cast(tf.convert_to_tensor(y_true), tf.int32)
         num_classes = y_pred.shape[-1] or tf.shape(y_pred)[-1]
         padding = self.padding_value
         if padding is None:
-            padding = self.blank_index % num_classes if isinstance(num_classes, int) else \
-                tf.math.floormod(self.blank_index, num_classes)
+            padding = (
+                self.blank_index % num_classes
+                if isinstance(num_classes, int)
+                else tf.math.floormod(self.blank_index, num_classes)
+            )
         label_length, is_label = padded_label_length(labels, padding)
         if self.validate_args:
             # Padding must be a suffix, or the count above would be wrong.
             prefix = tf.range(tf.shape(labels)[1])[tf.newaxis, :] < label_length[:, tf.newaxis]
             check = tf.debugging.assert_equal(
-                is_label, prefix,
-                message="`y_true` has padding before a label; pad labels at the end.")
+                is_label,
+                prefix,
+                message="`y_true` has padding before a label; pad labels at the end.",
+            )
             with tf.control_dependencies([check]):
                 labels = tf.identity(labels)
-        loss = ctc_loss(labels, y_pred, label_length, logit_length,
-                        blank_index=self.blank_index, zero_infinity=self.zero_infinity,
-                        validate_args=self.validate_args)
+        loss = ctc_loss(
+            labels,
+            y_pred,
+            label_length,
+            logit_length,
+            blank_index=self.blank_index,
+            zero_infinity=self.zero_infinity,
+            validate_args=self.validate_args,
+        )
         return tf.cast(loss, tf.float64 if loss.dtype == tf.float64 else tf.float32)
 
     def get_config(self):
         config = super().get_config()
-        config.update(blank_index=self.blank_index, padding_value=self.padding_value,
-                      zero_infinity=self.zero_infinity, validate_args=self.validate_args)
+        config.update(
+            blank_index=self.blank_index,
+            padding_value=self.padding_value,
+            zero_infinity=self.zero_infinity,
+            validate_args=self.validate_args,
+        )
         return config

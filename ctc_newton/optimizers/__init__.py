@@ -12,6 +12,17 @@ from ctc_newton.optimizers.result import OptimizeResult
 from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.trust_ncg import TrustRegionNewtonCG
 
-__all__ = ["TrustRegionNewtonCG", "LineSearchNewtonCG", "GaussNewton", "HessianFree", "LBFGS",
-           "LevenbergMarquardt", "minimize", "OptimizeResult", "StepResult",
-           "SecondOrderOptimizer", "METHODS", "OPTIMIZERS"]
+__all__ = [
+    "TrustRegionNewtonCG",
+    "LineSearchNewtonCG",
+    "GaussNewton",
+    "HessianFree",
+    "LBFGS",
+    "LevenbergMarquardt",
+    "minimize",
+    "OptimizeResult",
+    "StepResult",
+    "SecondOrderOptimizer",
+    "METHODS",
+    "OPTIMIZERS",
+]

@@ -26,17 +26,21 @@ def flat_bounds(bounds, size: int):
         if pairs.shape == (2,):
             pairs = np.tile(pairs, (size, 1))
         if pairs.shape != (size, 2):
-            raise ValueError(f"`bounds` must be a scipy.optimize.Bounds, one (low, high) pair, "
-                             f"or {size} pairs (one per element of x); got shape "
-                             f"{pairs.shape}.")
+            raise ValueError(
+                f"`bounds` must be a scipy.optimize.Bounds, one (low, high) pair, "
+                f"or {size} pairs (one per element of x); got shape "
+                f"{pairs.shape}."
+            )
         lower = [-math.inf if low is None else low for low in pairs[:, 0]]
         upper = [math.inf if high is None else high for high in pairs[:, 1]]
     lower = np.broadcast_to(np.asarray(lower, np.float64), (size,)).copy()
     upper = np.broadcast_to(np.asarray(upper, np.float64), (size,)).copy()
     if np.any(lower > upper) or np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
         first = int(np.argmax((lower > upper) | np.isnan(lower) | np.isnan(upper)))
-        raise ValueError(f"`bounds`: element {first} has lower {lower[first]} > upper "
-                         f"{upper[first]} (or a NaN bound).")
+        raise ValueError(
+            f"`bounds`: element {first} has lower {lower[first]} > upper "
+            f"{upper[first]} (or a NaN bound)."
+        )
     return lower, upper
 
 
@@ -75,9 +79,14 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
 
     try:
         outcome = scipy.optimize.minimize(
-            value_and_gradient, np.clip(start, lower, upper), jac=True, method="L-BFGS-B",
-            bounds=scipy.optimize.Bounds(lower, upper), callback=watch,
-            options=dict(maxiter=maxiter, gtol=gtol))
+            value_and_gradient,
+            np.clip(start, lower, upper),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=scipy.optimize.Bounds(lower, upper),
+            callback=watch,
+            options=dict(maxiter=maxiter, gtol=gtol),
+        )
     except BaseException:
         oracle.assign_flat(tf.constant(accepted, dtype))
         raise
@@ -86,5 +95,9 @@ def minimize_bounded(oracle, bounds, gtol, maxiter, callback, report, result):
     if outcome.status == 99 or "callback" in str(outcome.message).lower():
         return result("stopped by the callback", False, 2, iterations)
     message = f"L-BFGS-B: {outcome.message}"
-    return result(message, bool(outcome.success), 0 if outcome.success else
-                  (1 if outcome.status == 1 else 2), int(outcome.nit))
+    return result(
+        message,
+        bool(outcome.success),
+        0 if outcome.success else (1 if outcome.status == 1 else 2),
+        int(outcome.nit),
+    )

@@ -8,15 +8,20 @@ from ctc_newton.curvature import flatten, unflatten
 def check_variables(variables, argument: str = "variables") -> None:
     """Raises ``ValueError`` for no variables or variables of several float dtypes."""
     if not variables:
-        raise ValueError(f"`{argument}` is empty: there is nothing to optimize; pass the "
-                         "variables the loss reads (e.g. model.trainable_variables).")
+        raise ValueError(
+            f"`{argument}` is empty: there is nothing to optimize; pass the "
+            "variables the loss reads (e.g. model.trainable_variables)."
+        )
     dtypes = {tf.as_dtype(v.dtype).name for v in variables}
     if len(dtypes) > 1:
-        named = ", ".join(f"{getattr(v, 'name', '?')}: {tf.as_dtype(v.dtype).name}"
-                          for v in variables)
-        raise ValueError(f"`{argument}` mixes dtypes {sorted(dtypes)} ({named}); the "
-                         "optimizers work on one flat vector of one dtype: create every "
-                         "variable in the same dtype (e.g. all float64).")
+        named = ", ".join(
+            f"{getattr(v, 'name', '?')}: {tf.as_dtype(v.dtype).name}" for v in variables
+        )
+        raise ValueError(
+            f"`{argument}` mixes dtypes {sorted(dtypes)} ({named}); the "
+            "optimizers work on one flat vector of one dtype: create every "
+            "variable in the same dtype (e.g. all float64)."
+        )
 
 
 class FlatProblem:
@@ -52,6 +57,7 @@ class FlatProblem:
         def apply(v):
             out = self.oracle.curvature_vector_product(unflatten(v, self.variables), kind)
             return tf.cast(flatten(out), self.dtype)
+
         return apply
 
     def settle(self, accepted: bool, start: tf.Tensor) -> None:

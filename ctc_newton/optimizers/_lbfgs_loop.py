@@ -26,11 +26,17 @@ LinePoint = collections.namedtuple("LinePoint", ["x", "f", "df", "full_gradient"
 def initial_state(position, value, gradient, num_correction_pairs, tolerance) -> Results:
     """tfp's initial ``LBfgsOptimizerResults`` from an evaluation at hand."""
     zeros = tf.zeros([num_correction_pairs, tf.shape(position)[0]], position.dtype)
-    return Results(converged=tf.reduce_max(tf.abs(gradient)) <= tolerance,
-                   failed=tf.constant(False), num_iterations=tf.constant(0),
-                   num_objective_evaluations=tf.constant(0), position=position,
-                   objective_value=value, objective_gradient=gradient,
-                   position_deltas=zeros, gradient_deltas=zeros)
+    return Results(
+        converged=tf.reduce_max(tf.abs(gradient)) <= tolerance,
+        failed=tf.constant(False),
+        num_iterations=tf.constant(0),
+        num_objective_evaluations=tf.constant(0),
+        position=position,
+        objective_value=value,
+        objective_gradient=gradient,
+        position_deltas=zeros,
+        gradient_deltas=zeros,
+    )
 
 
 def search_direction(state: Results) -> tf.Tensor:
@@ -91,21 +97,32 @@ def _line_search(value_and_gradients, state, direction, max_evaluations):
     def along(t):
         f, g = value_and_gradients(state.position + t * direction)
         finite = tf.math.is_finite(f) & tf.reduce_all(tf.math.is_finite(g))
-        return LinePoint(x=t, f=tf.where(finite, f, tf.constant(float("inf"), dtype)),
-                         df=tf.where(finite, tf.reduce_sum(g * direction), 0), full_gradient=g)
+        return LinePoint(
+            x=t,
+            f=tf.where(finite, f, tf.constant(float("inf"), dtype)),
+            df=tf.where(finite, tf.reduce_sum(g * direction), 0),
+            full_gradient=g,
+        )
 
-    origin = LinePoint(x=tf.constant(0, dtype), f=state.objective_value,
-                       df=tf.reduce_sum(state.objective_gradient * direction),
-                       full_gradient=state.objective_gradient)
+    origin = LinePoint(
+        x=tf.constant(0, dtype),
+        f=state.objective_value,
+        df=tf.reduce_sum(state.objective_gradient * direction),
+        full_gradient=state.objective_gradient,
+    )
     # Unit step once curvature is known; scipy's min(1, 1/|g|) on a fresh memory.
-    first = tf.where(state.num_iterations > 0, tf.constant(1, dtype),
-                     tf.minimum(tf.constant(1, dtype), 1 / tf.norm(state.objective_gradient)))
+    first = tf.where(
+        state.num_iterations > 0,
+        tf.constant(1, dtype),
+        tf.minimum(tf.constant(1, dtype), 1 / tf.norm(state.objective_gradient)),
+    )
 
     # lo: the best point with sufficient decrease so far; hi: the other end of the
     # bracket once there is one; point: the newest evaluation, to classify.
     def body(lo, hi, point, bracketed, found, evaluations):
         too_far = (point.f > origin.f + SUFFICIENT_DECREASE * point.x * origin.df) | (
-            point.f >= lo.f)
+            point.f >= lo.f
+        )
         found = ~too_far & (tf.abs(point.df) <= -CURVATURE * origin.df)
         # Not too far: ``point`` is the new lo; the old lo becomes hi when the slope
         # at ``point`` points back toward it (before a bracket: the slope is >= 0).
@@ -114,26 +131,47 @@ def _line_search(value_and_gradients, state, direction, max_evaluations):
         new_hi = _pick(too_far, point, _pick(turns, lo, hi))
         bracketed = bracketed | too_far | turns
         width = tf.abs(new_hi.x - new_lo.x)
-        go_on = ~found & (evaluations < max_evaluations) & ~(
-            bracketed & (width <= 1e-10 * tf.maximum(new_hi.x, new_lo.x)))
+        go_on = (
+            ~found
+            & (evaluations < max_evaluations)
+            & ~(bracketed & (width <= 1e-10 * tf.maximum(new_hi.x, new_lo.x)))
+        )
         next_x = tf.where(bracketed, _cubic_minimizer(new_lo, new_hi), 2 * point.x)
         point = tf.cond(go_on, lambda: along(next_x), lambda: _pick(found, point, new_lo))
-        return (new_lo, new_hi, point, bracketed, found | ~go_on,
-                evaluations + tf.cast(go_on, tf.int32)), found
+        return (
+            new_lo,
+            new_hi,
+            point,
+            bracketed,
+            found | ~go_on,
+            evaluations + tf.cast(go_on, tf.int32),
+        ), found
 
     def loop_body(loop_state, _):
         return body(*loop_state)
 
     loop_state, found = tf.while_loop(
-        lambda loop_state, found: ~loop_state[4], loop_body,
-        ((origin, origin, along(first), tf.constant(False), tf.constant(False),
-          tf.constant(1)), tf.constant(False)))
+        lambda loop_state, found: ~loop_state[4],
+        loop_body,
+        (
+            (origin, origin, along(first), tf.constant(False), tf.constant(False), tf.constant(1)),
+            tf.constant(False),
+        ),
+    )
     _, _, point, _, _, evaluations = loop_state
     return point, evaluations, found
 
 
-def minimize_from(value_and_gradients, state: Results, max_iterations, *, tolerance,
-                  x_tolerance, f_relative_tolerance, max_line_search_iterations) -> Results:
+def minimize_from(
+    value_and_gradients,
+    state: Results,
+    max_iterations,
+    *,
+    tolerance,
+    x_tolerance,
+    f_relative_tolerance,
+    max_line_search_iterations,
+) -> Results:
     """Continues L-BFGS from ``state`` until it converges, fails or has done
     ``max_iterations`` iterations in all (``state.num_iterations`` counts them).
 
@@ -150,16 +188,17 @@ def minimize_from(value_and_gradients, state: Results, max_iterations, *, tolera
       failed or met only non-finite values (the position is then the last
       accepted one).
     """
+
     def active(state):
         return ~state.converged & ~state.failed & (state.num_iterations < max_iterations)
 
     def iterate(state):
         direction = search_direction(state)
         slope = tf.reduce_sum(direction * state.objective_gradient)
-        point, evaluations, found = _line_search(value_and_gradients, state, direction,
-                                                 max_line_search_iterations)
-        finite = tf.math.is_finite(point.f) & tf.reduce_all(
-            tf.math.is_finite(point.full_gradient))
+        point, evaluations, found = _line_search(
+            value_and_gradients, state, direction, max_line_search_iterations
+        )
+        finite = tf.math.is_finite(point.f) & tf.reduce_all(tf.math.is_finite(point.full_gradient))
         ok = found & finite & (slope < 0) & (point.x > 0)
         s = point.x * direction
         y = point.full_gradient - state.objective_gradient
@@ -170,17 +209,27 @@ def minimize_from(value_and_gradients, state: Results, max_iterations, *, tolera
         converged = ok & (
             (tf.reduce_max(tf.abs(gradient)) <= tolerance)
             | (tf.reduce_max(tf.abs(s)) <= x_tolerance)
-            | (tf.abs(value - state.objective_value)
-               <= f_relative_tolerance * tf.abs(state.objective_value)))
+            | (
+                tf.abs(value - state.objective_value)
+                <= f_relative_tolerance * tf.abs(state.objective_value)
+            )
+        )
 
         def push(queue, new):
             return tf.where(keep_pair, tf.concat([queue[1:], new[tf.newaxis]], 0), queue)
 
-        return (Results(converged=converged, failed=~ok,
-                        num_iterations=state.num_iterations + 1,
-                        num_objective_evaluations=state.num_objective_evaluations + evaluations,
-                        position=position, objective_value=value, objective_gradient=gradient,
-                        position_deltas=push(state.position_deltas, s),
-                        gradient_deltas=push(state.gradient_deltas, y)),)
+        return (
+            Results(
+                converged=converged,
+                failed=~ok,
+                num_iterations=state.num_iterations + 1,
+                num_objective_evaluations=state.num_objective_evaluations + evaluations,
+                position=position,
+                objective_value=value,
+                objective_gradient=gradient,
+                position_deltas=push(state.position_deltas, s),
+                gradient_deltas=push(state.gradient_deltas, y),
+            ),
+        )
 
     return tf.while_loop(lambda state: active(state), iterate, (state,))[0]

@@ -27,7 +27,8 @@ FIRST_ORDER_MESSAGE = (
     "not a gradient. model.fit routes it automatically (import ctc_newton), but this "
     "model overrides train_step (or code called apply_gradients directly). Call "
     "optimizer.step(CurvatureOracle.from_keras(model, loss, x, y)) in your train_step, "
-    "or use the default train_step.")
+    "or use the default train_step."
+)
 
 
 class SecondOrderOptimizer(keras.optimizers.Optimizer):
@@ -45,8 +46,9 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
 
     # ----------------------------------------------------------- state helpers
     def _scalar_state(self, name: str, value: float, dtype: str = "float64"):
-        return self.add_variable((), initializer=keras.initializers.Constant(value),
-                                 dtype=dtype, name=name)
+        return self.add_variable(
+            (), initializer=keras.initializers.Constant(value), dtype=dtype, name=name
+        )
 
     @staticmethod
     def _read(variable) -> float:

@@ -55,8 +55,10 @@ class CGResult(NamedTuple):
         """(Eager) Martens' stored ``(i, x_i, phi(x_i))``, oldest first."""
         if self.num_kept is None:
             return ()
-        return tuple((int(self.kept_iterations[j]), self.kept_steps[j],
-                      float(self.kept_values[j])) for j in range(int(self.num_kept)))
+        return tuple(
+            (int(self.kept_iterations[j]), self.kept_steps[j], float(self.kept_values[j]))
+            for j in range(int(self.num_kept))
+        )
 
 
 # Traced with an iteration cap up to this, a solve is straight-line code instead of a
@@ -116,23 +118,38 @@ def steihaug(apply: Apply, gradient: tf.Tensor, radius, max_iterations: int) -> 
         r_next_squared = _dot(r_next, r_next)
         is_negative = ~bad & (d_bd <= 0)
         is_outside = ~bad & ~is_negative & (tf.norm(z_next) >= radius)
-        is_converged = ~bad & ~is_negative & ~is_outside & (
-            tf.sqrt(r_next_squared) < tolerance)
-        step, a_step = _select([(bad, (zero, zero)),
-                                (is_negative, (z + t_negative * d, az + t_negative * bd)),
-                                (is_outside, (z + tb * d, az + tb * bd))],
-                               (z_next, r_next - gradient))
+        is_converged = ~bad & ~is_negative & ~is_outside & (tf.sqrt(r_next_squared) < tolerance)
+        step, a_step = _select(
+            [
+                (bad, (zero, zero)),
+                (is_negative, (z + t_negative * d, az + t_negative * bd)),
+                (is_outside, (z + tb * d, az + tb * bd)),
+            ],
+            (z_next, r_next - gradient),
+        )
         d_next = -r_next + (r_next_squared / r_squared) * d
-        return (i + 1, z_next, r_next, d_next,
-                bad | is_negative | is_outside | is_converged, step, a_step,
-                hits | is_negative | is_outside, negative | is_negative, nonfinite | bad)
+        return (
+            i + 1,
+            z_next,
+            r_next,
+            d_next,
+            bad | is_negative | is_outside | is_converged,
+            step,
+            a_step,
+            hits | is_negative | is_outside,
+            negative | is_negative,
+            nonfinite | bad,
+        )
 
     def running(i, z, r, d, done, *_):
         return ~done & (i < max_iterations) & (g_norm > 0)
 
     i, _, _, _, _, step, a_step, hits, negative, nonfinite = _loop(
-        running, body, (tf.constant(0), zero, gradient, -gradient, false, zero, zero,
-                        false, false, false), max_iterations)
+        running,
+        body,
+        (tf.constant(0), zero, gradient, -gradient, false, zero, zero, false, false, false),
+        max_iterations,
+    )
     return CGResult(step, i, hits, negative, nonfinite, model(step, a_step))
 
 
@@ -140,7 +157,7 @@ def _boundary(z, d, radius):
     """The two ``t`` with ``|z + t d| = radius``, smaller first."""
     a = _dot(d, d)
     b = 2 * _dot(z, d)
-    c = _dot(z, z) - radius ** 2
+    c = _dot(z, z) - radius**2
     root = tf.sqrt(tf.maximum(b * b - 4 * a * c, 0))
     aux = b + tf.where(b >= 0, root, -root)
     safe_a = tf.where(a > 0, a, 1)
@@ -149,8 +166,9 @@ def _boundary(z, d, radius):
     return tf.minimum(t1, t2), tf.maximum(t1, t2)
 
 
-def truncated(apply: Apply, gradient: tf.Tensor, max_iterations: int,
-              curvature_epsilon: float) -> CGResult:
+def truncated(
+    apply: Apply, gradient: tf.Tensor, max_iterations: int, curvature_epsilon: float
+) -> CGResult:
     """scipy Newton-CG's inner solve of ``A p = -g``.
 
     Forcing term ``eta = min(0.5, sqrt(|g|_1))``; stops when ``|r|_1 <= eta |g|_1``,
@@ -174,20 +192,35 @@ def truncated(apply: Apply, gradient: tf.Tensor, max_iterations: int,
         first = tf.equal(i, 0)
         # At the first iteration there is no CG step yet: steepest descent (scaled by
         # the curvature along it when that is negative), not a zero step.
-        x = _select([(bad, x),
-                     (flat, tf.where(first, -gradient, x)),
-                     (is_negative, tf.where(first, (r_squared / -curvature) * -gradient, x))],
-                    x + alpha * p)
+        x = _select(
+            [
+                (bad, x),
+                (flat, tf.where(first, -gradient, x)),
+                (is_negative, tf.where(first, (r_squared / -curvature) * -gradient, x)),
+            ],
+            x + alpha * p,
+        )
         p_next = -r_next + (r_next_squared / r_squared) * p
-        return (i + 1, x, r_next, p_next, r_next_squared, bad | flat | is_negative,
-                negative | is_negative, nonfinite | bad)
+        return (
+            i + 1,
+            x,
+            r_next,
+            p_next,
+            r_next_squared,
+            bad | flat | is_negative,
+            negative | is_negative,
+            nonfinite | bad,
+        )
 
     def running(i, x, r, p, r_squared, done, *_):
         return ~done & (i < max_iterations) & (tf.reduce_sum(tf.abs(r)) > termination)
 
     i, x, _, _, _, _, negative, nonfinite = _loop(
-        running, body, (tf.constant(0), zero, gradient, -gradient, _dot(gradient, gradient),
-                        false, false, false), max_iterations)
+        running,
+        body,
+        (tf.constant(0), zero, gradient, -gradient, _dot(gradient, gradient), false, false, false),
+        max_iterations,
+    )
     return CGResult(x, i, false, negative, nonfinite, tf.constant(0, dtype))
 
 
@@ -196,7 +229,7 @@ def backtracking_schedule(max_iterations: int) -> List[int]:
     kept: List[int] = []
     j = 0
     while True:
-        i = math.ceil(1.3 ** j)
+        i = math.ceil(1.3**j)
         if i > max_iterations:
             return kept
         if not kept or kept[-1] != i:
@@ -218,9 +251,15 @@ def martens_should_stop(i, phis, epsilon: float = 5e-4) -> tf.Tensor:
     return (i > k) & (now < 0) & ((now - before) / now < tf.cast(k, phis.dtype) * epsilon)
 
 
-def martens(apply: Apply, b: tf.Tensor, x0: tf.Tensor, max_iterations: int,
-            preconditioner: Optional[tf.Tensor] = None, epsilon: float = 5e-4,
-            tolerance: float = 0.0) -> CGResult:
+def martens(
+    apply: Apply,
+    b: tf.Tensor,
+    x0: tf.Tensor,
+    max_iterations: int,
+    preconditioner: Optional[tf.Tensor] = None,
+    epsilon: float = 5e-4,
+    tolerance: float = 0.0,
+) -> CGResult:
     """Preconditioned CG for ``A x = b`` with Martens' stopping rule and iterate storage.
 
     Args:
@@ -251,8 +290,7 @@ def martens(apply: Apply, b: tf.Tensor, x0: tf.Tensor, max_iterations: int,
     start_bad = ~_finite(ax)
     r = ax - b
     y = precondition(r)
-    phis = tf.tensor_scatter_nd_update(tf.zeros([max_iterations + 1], dtype), [[0]],
-                                       [phi(x0, r)])
+    phis = tf.tensor_scatter_nd_update(tf.zeros([max_iterations + 1], dtype), [[0]], [phi(x0, r)])
     b_norm = tf.norm(b)
     false = tf.constant(False)
 
@@ -269,24 +307,45 @@ def martens(apply: Apply, b: tf.Tensor, x0: tf.Tensor, max_iterations: int,
         p_next = -y + (r_y_next / r_y) * p
         phis_next = tf.tensor_scatter_nd_update(phis, [[i]], [phi(x_next, r_next)])
         moved = ~bad & ~is_negative
-        stop = moved & (martens_should_stop(i, phis_next, epsilon) | tf.equal(r_y_next, 0)
-                        | (tf.norm(r_next) <= tolerance * b_norm))
+        stop = moved & (
+            martens_should_stop(i, phis_next, epsilon)
+            | tf.equal(r_y_next, 0)
+            | (tf.norm(r_next) <= tolerance * b_norm)
+        )
         store = moved & (scheduled[i] | stop | tf.equal(i, max_iterations))
         kept = tf.cond(store, lambda: _keep(kept, i, x_next, phis_next[i]), lambda: kept)
-        x, r, p, r_y, phis = _select([(moved, (x_next, r_next, p_next, r_y_next, phis_next))],
-                                     (x, r, p, r_y, phis))
-        return (i + 1, x, r, p, r_y, phis, stop | bad | is_negative,
-                negative | is_negative, nonfinite | bad, kept)
+        x, r, p, r_y, phis = _select(
+            [(moved, (x_next, r_next, p_next, r_y_next, phis_next))], (x, r, p, r_y, phis)
+        )
+        return (
+            i + 1,
+            x,
+            r,
+            p,
+            r_y,
+            phis,
+            stop | bad | is_negative,
+            negative | is_negative,
+            nonfinite | bad,
+            kept,
+        )
 
     def running(i, x, r, p, r_y, phis, done, *_):
         return ~done & (i <= max_iterations)
 
     n = tf.shape(b)[0]
-    kept = (tf.zeros([slots], tf.int32), tf.zeros(tf.stack([slots, n]), dtype),
-            tf.zeros([slots], dtype), tf.constant(0))
+    kept = (
+        tf.zeros([slots], tf.int32),
+        tf.zeros(tf.stack([slots, n]), dtype),
+        tf.zeros([slots], dtype),
+        tf.constant(0),
+    )
     i, x, r, _, _, phis, done, negative, nonfinite, kept = _loop(
-        running, body, (tf.constant(1), x0, r, -y, _dot(r, y), phis, start_bad, false,
-                        start_bad, kept), max_iterations)
+        running,
+        body,
+        (tf.constant(1), x0, r, -y, _dot(r, y), phis, start_bad, false, start_bad, kept),
+        max_iterations,
+    )
     # Products: the one at x0, then one per iteration (i is one past the last).
     iterations = tf.where(start_bad, 1, i)
     return CGResult(x, iterations, false, negative, nonfinite, phi(x, r), *kept)
@@ -294,6 +353,9 @@ def martens(apply: Apply, b: tf.Tensor, x0: tf.Tensor, max_iterations: int,
 
 def _keep(kept, i, x, value):
     iterations, steps, values, count = kept
-    return (tf.tensor_scatter_nd_update(iterations, [[count]], [i]),
-            tf.tensor_scatter_nd_update(steps, [[count]], [x]),
-            tf.tensor_scatter_nd_update(values, [[count]], [value]), count + 1)
+    return (
+        tf.tensor_scatter_nd_update(iterations, [[count]], [i]),
+        tf.tensor_scatter_nd_update(steps, [[count]], [x]),
+        tf.tensor_scatter_nd_update(values, [[count]], [value]),
+        count + 1,
+    )

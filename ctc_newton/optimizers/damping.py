@@ -4,8 +4,9 @@ import math
 from typing import Tuple
 
 
-def martens_update(damping: float, rho: float, decrease: float = 2 / 3,
-                   increase: float = 3 / 2) -> float:
+def martens_update(
+    damping: float, rho: float, decrease: float = 2 / 3, increase: float = 3 / 2
+) -> float:
     """Martens (2010): ``rho < 1/4``: damping *= 3/2; ``rho > 3/4``: damping *= 2/3.
 
     A NaN ``rho`` counts as a failure.

@@ -34,9 +34,15 @@ class GaussNewton(SecondOrderOptimizer):
 
     needs_gauss_newton = True
 
-    def __init__(self, damping: float = 1.0, rule: str = "martens",
-                 max_cg_iterations: int = 250, cg_tolerance: float = 1e-10,
-                 min_damping: float = 1e-12, name: str = "gauss_newton"):
+    def __init__(
+        self,
+        damping: float = 1.0,
+        rule: str = "martens",
+        max_cg_iterations: int = 250,
+        cg_tolerance: float = 1e-10,
+        min_damping: float = 1e-12,
+        name: str = "gauss_newton",
+    ):
         super().__init__(name=name)
         self._check_positive("damping", damping)
         self._check_positive("min_damping", min_damping, allow_zero=True)
@@ -53,9 +59,13 @@ class GaussNewton(SecondOrderOptimizer):
         self.nu = self._scalar_state("nu", 2.0)
 
     def _config(self):
-        return dict(damping=self.initial_damping, rule=self.rule,
-                    max_cg_iterations=self.max_cg_iterations, cg_tolerance=self.cg_tolerance,
-                    min_damping=self.min_damping)
+        return dict(
+            damping=self.initial_damping,
+            rule=self.rule,
+            max_cg_iterations=self.max_cg_iterations,
+            cg_tolerance=self.cg_tolerance,
+            min_damping=self.min_damping,
+        )
 
     def _adapt(self, rho):
         damping = self._read(self.damping)
@@ -72,11 +82,20 @@ class GaussNewton(SecondOrderOptimizer):
 
         def solve(o, gradient, damping):
             curvature = FlatProblem(o).product("gauss_newton")
-            return cg.martens(lambda v: curvature(v) + damping * v, -gradient,
-                              tf.zeros_like(gradient), max_iterations, tolerance=tolerance)
+            return cg.martens(
+                lambda v: curvature(v) + damping * v,
+                -gradient,
+                tf.zeros_like(gradient),
+                max_iterations,
+                tolerance=tolerance,
+            )
 
-        solution = oracle.solve(("gauss_newton", max_iterations, tolerance), solve, gradient,
-                                tf.constant(damping, gradient.dtype))
+        solution = oracle.solve(
+            ("gauss_newton", max_iterations, tolerance),
+            solve,
+            gradient,
+            tf.constant(damping, gradient.dtype),
+        )
         p = solution.step
         # CG's model value includes the damping term; rho compares with the undamped one.
         predicted = float(solution.model_value) - 0.5 * damping * float(tf.reduce_sum(p * p))
@@ -92,19 +111,26 @@ class GaussNewton(SecondOrderOptimizer):
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
         x = problem.position()
-        p, predicted, nonfinite, iterations = self._solve(curvature_oracle or oracle, gradient,
-                                                          damping)
+        p, predicted, nonfinite, iterations = self._solve(
+            curvature_oracle or oracle, gradient, damping
+        )
         record: Dict[str, Any] = dict(damping=damping, cg_iterations=iterations)
         if nonfinite:
             self._adapt(float("nan"))
-            return StepResult.rejected(value, "non-finite curvature product; damping raised",
-                                       **record)
+            return StepResult.rejected(
+                value, "non-finite curvature product; damping raised", **record
+            )
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, predicted)
         self._adapt(rho)
         accepted = math.isfinite(trial) and trial < value
         problem.settle(accepted, x)
-        return StepResult(value=value, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
-                          value_after=trial if accepted else value,
-                          note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
-                          **record)
+        return StepResult(
+            value=value,
+            accepted=accepted,
+            rho=rho,
+            step_size=float(tf.norm(p)),
+            value_after=trial if accepted else value,
+            note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
+            **record,
+        )

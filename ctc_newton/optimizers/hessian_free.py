@@ -54,11 +54,20 @@ class HessianFree(SecondOrderOptimizer):
 
     needs_gauss_newton = True
 
-    def __init__(self, damping: float = 1.0, max_cg_iterations: int = 250,
-                 cg_epsilon: float = 5e-4, warm_start: float = 0.95,
-                 preconditioner: bool = True, armijo: float = 1e-2, step_decay: float = 0.8,
-                 max_line_search_steps: int = 60, structural_damping: float = 0.0,
-                 min_damping: float = 1e-8, name: str = "hessian_free"):
+    def __init__(
+        self,
+        damping: float = 1.0,
+        max_cg_iterations: int = 250,
+        cg_epsilon: float = 5e-4,
+        warm_start: float = 0.95,
+        preconditioner: bool = True,
+        armijo: float = 1e-2,
+        step_decay: float = 0.8,
+        max_line_search_steps: int = 60,
+        structural_damping: float = 0.0,
+        min_damping: float = 1e-8,
+        name: str = "hessian_free",
+    ):
         super().__init__(name=name)
         self._check_positive("damping", damping)
         self._check_positive("cg_epsilon", cg_epsilon)
@@ -71,8 +80,10 @@ class HessianFree(SecondOrderOptimizer):
         if not 0 < armijo < 1 or not 0 < step_decay < 1:
             raise ValueError("`armijo` and `step_decay` must be in (0, 1).")
         if max_line_search_steps < 1:
-            raise ValueError("`max_line_search_steps` must be >= 1 (the line search tries "
-                             f"alpha = 1 first), got {max_line_search_steps}.")
+            raise ValueError(
+                "`max_line_search_steps` must be >= 1 (the line search tries "
+                f"alpha = 1 first), got {max_line_search_steps}."
+            )
         self.initial_damping = damping
         self.max_cg_iterations = max_cg_iterations
         self.cg_epsilon = cg_epsilon
@@ -89,17 +100,23 @@ class HessianFree(SecondOrderOptimizer):
     def build(self, variables):
         super().build(variables)
         size = int(sum(np.prod(v.shape) for v in variables))
-        self.previous_solution = self.add_variable((size,), dtype="float64",
-                                                   name="previous_cg_solution")
+        self.previous_solution = self.add_variable(
+            (size,), dtype="float64", name="previous_cg_solution"
+        )
 
     def _config(self):
-        return dict(damping=self.initial_damping, max_cg_iterations=self.max_cg_iterations,
-                    cg_epsilon=self.cg_epsilon, warm_start=self.warm_start,
-                    preconditioner=self.preconditioner, armijo=self.armijo,
-                    step_decay=self.step_decay,
-                    max_line_search_steps=self.max_line_search_steps,
-                    structural_damping=self.structural_damping,
-                    min_damping=self.min_damping)
+        return dict(
+            damping=self.initial_damping,
+            max_cg_iterations=self.max_cg_iterations,
+            cg_epsilon=self.cg_epsilon,
+            warm_start=self.warm_start,
+            preconditioner=self.preconditioner,
+            armijo=self.armijo,
+            step_decay=self.step_decay,
+            max_line_search_steps=self.max_line_search_steps,
+            structural_damping=self.structural_damping,
+            min_damping=self.min_damping,
+        )
 
     def _raise_damping(self):
         self.damping.assign(martens_update(self._read(self.damping), float("nan")))
@@ -109,17 +126,20 @@ class HessianFree(SecondOrderOptimizer):
             return None
         if not oracle.supports_squared_gradients:  # run unpreconditioned; say so once
             if not getattr(self, "_warned_preconditioner", False):
-                warnings.warn(f"{self.name}: running without the preconditioner: "
-                              f"{oracle.squared_gradients_unsupported_reason()}",
-                              stacklevel=4)
+                warnings.warn(
+                    f"{self.name}: running without the preconditioner: "
+                    f"{oracle.squared_gradients_unsupported_reason()}",
+                    stacklevel=4,
+                )
                 self._warned_preconditioner = True
             return None
         squared = flatten(oracle.squared_gradient_diagonal())
         return tf.pow(tf.cast(squared, dtype) + damping, 0.75)
 
     # It takes structural_oracle by name where the base accepts **kwargs.
-    def step(self, oracle, curvature_oracle=None,  # type: ignore[override]
-             structural_oracle=None) -> StepResult:
+    def step(  # type: ignore[override]
+        self, oracle, curvature_oracle=None, structural_oracle=None
+    ) -> StepResult:
         """One Hessian-free step (variables restored if it raises).
 
         Args:
@@ -144,10 +164,12 @@ class HessianFree(SecondOrderOptimizer):
             return StepResult.stationary(value)
         self.iterations.assign_add(1)
         damping = self._read(self.damping)
-        x0 = self.warm_start * tf.cast(tf.convert_to_tensor(self.previous_solution),
-                                       problem.dtype)
-        max_iterations, epsilon, mu = self.max_cg_iterations, self.cg_epsilon, \
-            self.structural_damping
+        x0 = self.warm_start * tf.cast(tf.convert_to_tensor(self.previous_solution), problem.dtype)
+        max_iterations, epsilon, mu = (
+            self.max_cg_iterations,
+            self.cg_epsilon,
+            self.structural_damping,
+        )
 
         def solve(o, gradient, damping, x0, preconditioner, structural=None):
             curvature = FlatProblem(o).product("gauss_newton")
@@ -161,20 +183,27 @@ class HessianFree(SecondOrderOptimizer):
             return cg.martens(apply, -gradient, x0, max_iterations, preconditioner, epsilon)
 
         curvature_oracle = curvature_oracle or oracle
-        args = (gradient, tf.constant(damping, problem.dtype), x0,
-                self._preconditioner(oracle, damping, problem.dtype))
+        args = (
+            gradient,
+            tf.constant(damping, problem.dtype),
+            x0,
+            self._preconditioner(oracle, damping, problem.dtype),
+        )
         if self.structural_damping > 0:  # products of two oracles: CG on the host
-            solution = solve(curvature_oracle, *args,
-                             structural=FlatProblem(structural_oracle).product("gauss_newton"))
+            solution = solve(
+                curvature_oracle,
+                *args,
+                structural=FlatProblem(structural_oracle).product("gauss_newton"),
+            )
         else:
-            solution = curvature_oracle.solve(("martens", max_iterations, epsilon), solve,
-                                              *args)
+            solution = curvature_oracle.solve(("martens", max_iterations, epsilon), solve, *args)
         record: Dict[str, Any] = dict(damping=damping, cg_iterations=int(solution.iterations))
         iterates = solution.iterates()
         if bool(solution.nonfinite) or not iterates:
             self._raise_damping()
-            return StepResult.rejected(value, "non-finite curvature product; damping raised",
-                                       **record)
+            return StepResult.rejected(
+                value, "non-finite curvature product; damping raised", **record
+            )
         self.previous_solution.assign(tf.cast(solution.step, self.previous_solution.dtype))
         x = problem.position()
         chosen, chosen_value = self._backtrack(problem, x, iterates)
@@ -184,9 +213,16 @@ class HessianFree(SecondOrderOptimizer):
         self.damping.assign(max(martens_update(damping, rho), self.min_damping))
         alpha, new_value = self._line_search(problem, x, p, value, gradient, chosen_value)
         problem.settle(alpha > 0, x)
-        return StepResult(value=value, accepted=alpha > 0, rho=rho, step_size=alpha,
-                          value_after=new_value, backtracked_to=chosen[0],
-                          note="" if alpha > 0 else "line search gave up; no move", **record)
+        return StepResult(
+            value=value,
+            accepted=alpha > 0,
+            rho=rho,
+            step_size=alpha,
+            value_after=new_value,
+            backtracked_to=chosen[0],
+            note="" if alpha > 0 else "line search gave up; no move",
+            **record,
+        )
 
     @staticmethod
     def _backtrack(problem, x, iterates):

@@ -48,14 +48,22 @@ class LBFGS(SecondOrderOptimizer):
       name: module name.
     """
 
-    def __init__(self, num_correction_pairs: int = 10, tolerance: float = 1e-8,
-                 x_tolerance: float = 0.0, f_relative_tolerance: float = 0.0,
-                 max_iterations: int = 50, max_line_search_iterations: int = 50,
-                 name: str = "lbfgs"):
+    def __init__(
+        self,
+        num_correction_pairs: int = 10,
+        tolerance: float = 1e-8,
+        x_tolerance: float = 0.0,
+        f_relative_tolerance: float = 0.0,
+        max_iterations: int = 50,
+        max_line_search_iterations: int = 50,
+        name: str = "lbfgs",
+    ):
         super().__init__(name=name)
         if num_correction_pairs < 1 or max_iterations < 1 or max_line_search_iterations < 1:
-            raise ValueError("`num_correction_pairs`, `max_iterations` and "
-                             "`max_line_search_iterations` must be >= 1.")
+            raise ValueError(
+                "`num_correction_pairs`, `max_iterations` and "
+                "`max_line_search_iterations` must be >= 1."
+            )
         self._check_positive("tolerance", tolerance, allow_zero=True)
         self._check_positive("x_tolerance", x_tolerance, allow_zero=True)
         self._check_positive("f_relative_tolerance", f_relative_tolerance, allow_zero=True)
@@ -84,18 +92,20 @@ class LBFGS(SecondOrderOptimizer):
         shape = (self.num_correction_pairs, size)
         self.position_deltas = self.add_variable(shape, dtype="float64", name="position_deltas")
         self.gradient_deltas = self.add_variable(shape, dtype="float64", name="gradient_deltas")
-        self.memory_position = self.add_variable((size,), dtype="float64",
-                                                 name="memory_position")
+        self.memory_position = self.add_variable((size,), dtype="float64", name="memory_position")
         self.has_memory = self._scalar_state("has_memory", 0.0)
         # tfp reads how many correction pairs are filled from the iteration count.
         self.memory_iterations = self._scalar_state("memory_iterations", 0.0)
 
     def _config(self):
-        return dict(num_correction_pairs=self.num_correction_pairs, tolerance=self.tolerance,
-                    x_tolerance=self.x_tolerance,
-                    f_relative_tolerance=self.f_relative_tolerance,
-                    max_iterations=self.max_iterations,
-                    max_line_search_iterations=self.max_line_search_iterations)
+        return dict(
+            num_correction_pairs=self.num_correction_pairs,
+            tolerance=self.tolerance,
+            x_tolerance=self.x_tolerance,
+            f_relative_tolerance=self.f_relative_tolerance,
+            max_iterations=self.max_iterations,
+            max_line_search_iterations=self.max_line_search_iterations,
+        )
 
     # ------------------------------------------------------------------ memory
     def _memory(self, dtype) -> Optional[Results]:
@@ -109,12 +119,17 @@ class LBFGS(SecondOrderOptimizer):
         def cast(v):
             return tf.cast(tf.convert_to_tensor(v), dtype)
 
-        return Results(converged=tf.constant(False), failed=tf.constant(False),
-                       num_iterations=tf.constant(int(self._read(self.memory_iterations))),
-                       num_objective_evaluations=tf.constant(0),
-                       position=cast(self.memory_position), objective_value=None,
-                       objective_gradient=None, position_deltas=cast(self.position_deltas),
-                       gradient_deltas=cast(self.gradient_deltas))
+        return Results(
+            converged=tf.constant(False),
+            failed=tf.constant(False),
+            num_iterations=tf.constant(int(self._read(self.memory_iterations))),
+            num_objective_evaluations=tf.constant(0),
+            position=cast(self.memory_position),
+            objective_value=None,
+            objective_gradient=None,
+            position_deltas=cast(self.position_deltas),
+            gradient_deltas=cast(self.gradient_deltas),
+        )
 
     def _keep_memory(self, results: Results) -> None:
         self.results = results
@@ -131,8 +146,13 @@ class LBFGS(SecondOrderOptimizer):
             self.has_memory.assign(0.0)
 
     # ------------------------------------------------------------------ runs
-    def run(self, oracle, max_iterations: Optional[int] = None, refresh: bool = True,
-            compiled: bool = False) -> Results:
+    def run(
+        self,
+        oracle,
+        max_iterations: Optional[int] = None,
+        refresh: bool = True,
+        compiled: bool = False,
+    ) -> Results:
         """Runs L-BFGS from the current variables; leaves them at its (finite) result.
 
         Args:
@@ -154,13 +174,17 @@ class LBFGS(SecondOrderOptimizer):
         self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         with restore_on_exception(oracle.variables):
-            return self._run(oracle, problem, max_iterations or self.max_iterations, refresh,
-                             compiled)
+            return self._run(
+                oracle, problem, max_iterations or self.max_iterations, refresh, compiled
+            )
 
     def _options(self):
-        return dict(tolerance=self.tolerance,
-                    x_tolerance=self.x_tolerance, f_relative_tolerance=self.f_relative_tolerance,
-                    max_line_search_iterations=self.max_line_search_iterations)
+        return dict(
+            tolerance=self.tolerance,
+            x_tolerance=self.x_tolerance,
+            f_relative_tolerance=self.f_relative_tolerance,
+            max_line_search_iterations=self.max_line_search_iterations,
+        )
 
     def _compiled_loop(self, oracle, problem):
         """The loop in a ``tf.function`` over ``oracle``'s loss: ``(previous,
@@ -178,13 +202,15 @@ class LBFGS(SecondOrderOptimizer):
 
         @tf.function(autograph=False)
         def resume(previous, max_iterations):
-            return _lbfgs_loop.minimize_from(value_and_gradients, previous, max_iterations,
-                                             **options)
+            return _lbfgs_loop.minimize_from(
+                value_and_gradients, previous, max_iterations, **options
+            )
 
         def loop(previous, max_iterations):
             results = resume(previous, tf.constant(max_iterations, tf.int32))
             evaluations = int(results.num_objective_evaluations) - int(
-                previous.num_objective_evaluations)
+                previous.num_objective_evaluations
+            )
             oracle.num_function_evaluations += evaluations
             oracle.num_gradient_evaluations += evaluations
             return results
@@ -199,12 +225,19 @@ class LBFGS(SecondOrderOptimizer):
             return None
         try:  # tracing (the first call for this oracle) is what can fail
             return self._compiled_loop(oracle, problem)(previous, max_iterations)
-        except (TypeError, ValueError, NotImplementedError, AttributeError,
-                tf.errors.OperatorNotAllowedInGraphError) as error:
-            warnings.warn(f"{self.name}: the loss could not be traced into a tf.function "
-                          f"({type(error).__name__}: {error}); running L-BFGS eagerly "
-                          "(slower). Write the loss with TensorFlow ops to compile it.",
-                          stacklevel=4)
+        except (
+            TypeError,
+            ValueError,
+            NotImplementedError,
+            AttributeError,
+            tf.errors.OperatorNotAllowedInGraphError,
+        ) as error:
+            warnings.warn(
+                f"{self.name}: the loss could not be traced into a tf.function "
+                f"({type(error).__name__}: {error}); running L-BFGS eagerly "
+                "(slower). Write the loss with TensorFlow ops to compile it.",
+                stacklevel=4,
+            )
             self._eager_only, self._loop_key = oracle, None
             return None
 
@@ -219,8 +252,9 @@ class LBFGS(SecondOrderOptimizer):
 
         def move_to(x):
             problem.assign(x)
-            if refresh and (linearized_at[0] is None or not bool(
-                    tf.reduce_all(tf.equal(linearized_at[0], x)))):
+            if refresh and (
+                linearized_at[0] is None or not bool(tf.reduce_all(tf.equal(linearized_at[0], x)))
+            ):
                 oracle.linearize()
 
         start = problem.position()
@@ -235,16 +269,26 @@ class LBFGS(SecondOrderOptimizer):
             start_value = tf.cast(oracle.value(), problem.dtype)
             start_gradient = problem.gradient()
             if previous is not None:
-                previous = previous._replace(converged=tf.constant(False),
-                                             failed=tf.constant(False),
-                                             objective_value=start_value,
-                                             objective_gradient=start_gradient)
+                previous = previous._replace(
+                    converged=tf.constant(False),
+                    failed=tf.constant(False),
+                    objective_value=start_value,
+                    objective_gradient=start_gradient,
+                )
         self.last_run_iterations = 0
 
         def stay(converged):
-            return Results(tf.constant(converged), tf.constant(not converged),
-                           tf.constant(0), tf.constant(0), start, start_value,
-                           start_gradient, tf.zeros([0]), tf.zeros([0]))
+            return Results(
+                tf.constant(converged),
+                tf.constant(not converged),
+                tf.constant(0),
+                tf.constant(0),
+                start,
+                start_value,
+                start_gradient,
+                tf.zeros([0]),
+                tf.zeros([0]),
+            )
 
         if not _finite(start_value, start_gradient):
             return stay(converged=False)  # the memory is kept for the next batch
@@ -253,21 +297,25 @@ class LBFGS(SecondOrderOptimizer):
             # zero direction and fail).
             return stay(converged=True)
         if previous is None:  # a fresh memory, from the evaluation at hand
-            previous = _lbfgs_loop.initial_state(start, start_value, start_gradient,
-                                                 self.num_correction_pairs, self.tolerance)
+            previous = _lbfgs_loop.initial_state(
+                start, start_value, start_gradient, self.num_correction_pairs, self.tolerance
+            )
         done = int(previous.num_iterations)
         results = None
         if compiled:
             results = self._compiled_run(oracle, problem, previous, max_iterations + done)
         if results is None:
-            results = _lbfgs_loop.minimize_from(value_and_gradients, previous,
-                                                max_iterations + done, **self._options())
+            results = _lbfgs_loop.minimize_from(
+                value_and_gradients, previous, max_iterations + done, **self._options()
+            )
         self.last_run_iterations = int(results.num_iterations) - done
         self.iterations.assign_add(self.last_run_iterations)
-        usable = _finite(results.position, results.objective_value,
-                         results.objective_gradient)
-        if usable and not bool(results.failed) and _finite(results.position_deltas,
-                                                           results.gradient_deltas):
+        usable = _finite(results.position, results.objective_value, results.objective_gradient)
+        if (
+            usable
+            and not bool(results.failed)
+            and _finite(results.position_deltas, results.gradient_deltas)
+        ):
             move_to(results.position)
             self._keep_memory(results)
             return results
@@ -275,8 +323,9 @@ class LBFGS(SecondOrderOptimizer):
         if usable and float(results.objective_value) <= float(start_value):
             move_to(results.position)  # a failed line search after progress
         else:
-            results = results._replace(position=start, objective_value=start_value,
-                                       objective_gradient=start_gradient)
+            results = results._replace(
+                position=start, objective_value=start_value, objective_gradient=start_gradient
+            )
             linearized_at[0] = None
             move_to(start)
         return results._replace(failed=tf.constant(True), converged=tf.constant(False))
@@ -285,8 +334,12 @@ class LBFGS(SecondOrderOptimizer):
         value = float(oracle.value())
         before = FlatProblem(oracle).position()
         results = self.run(oracle)  # its position is where it left the variables
-        return StepResult(value=value, value_after=float(results.objective_value),
-                          accepted=not bool(tf.reduce_all(tf.equal(before, results.position))),
-                          lbfgs_iterations=self.last_run_iterations,
-                          converged=bool(results.converged), failed=bool(results.failed),
-                          linearized=True)
+        return StepResult(
+            value=value,
+            value_after=float(results.objective_value),
+            accepted=not bool(tf.reduce_all(tf.equal(before, results.position))),
+            lbfgs_iterations=self.last_run_iterations,
+            converged=bool(results.converged),
+            failed=bool(results.failed),
+            linearized=True,
+        )

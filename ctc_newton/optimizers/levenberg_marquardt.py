@@ -18,7 +18,8 @@ import tensorflow as tf
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 
 DenseSolution = collections.namedtuple(
-    "DenseSolution", ["step", "model_value", "scale", "nonfinite", "iterations"])
+    "DenseSolution", ["step", "model_value", "scale", "nonfinite", "iterations"]
+)
 
 
 def dense_step(oracle, gradient, damping, scale) -> DenseSolution:
@@ -40,11 +41,13 @@ def dense_step(oracle, gradient, damping, scale) -> DenseSolution:
     scale = tf.maximum(scale, tf.linalg.diag_part(gauss_newton))
     diagonal = tf.where(scale > 0, scale, tf.ones_like(scale))  # parameters with no effect
     finite = tf.reduce_all(tf.math.is_finite(gauss_newton))
-    system = tf.where(finite, gauss_newton, tf.zeros_like(gauss_newton)) + \
-        tf.linalg.diag(damping * diagonal)
+    system = tf.where(finite, gauss_newton, tf.zeros_like(gauss_newton)) + tf.linalg.diag(
+        damping * diagonal
+    )
     step = -tf.linalg.cholesky_solve(tf.linalg.cholesky(system), gradient[:, tf.newaxis])[:, 0]
-    model_value = tf.reduce_sum(gradient * step) + \
-        0.5 * tf.reduce_sum(step * tf.linalg.matvec(gauss_newton, step))
+    model_value = tf.reduce_sum(gradient * step) + 0.5 * tf.reduce_sum(
+        step * tf.linalg.matvec(gauss_newton, step)
+    )
     nonfinite = ~(finite & tf.reduce_all(tf.math.is_finite(step)))
     return DenseSolution(step, model_value, scale, nonfinite, tf.constant(0))
 
@@ -68,11 +71,23 @@ class LevenbergMarquardt(GaussNewton):
       name: module name.
     """
 
-    def __init__(self, damping: float = 1e-3, dense_limit: int = 4000,
-                 max_cg_iterations: int = 250, cg_tolerance: float = 1e-10,
-                 min_damping: float = 1e-15, name: str = "levenberg_marquardt"):
-        super().__init__(damping=damping, rule="nielsen", max_cg_iterations=max_cg_iterations,
-                         cg_tolerance=cg_tolerance, min_damping=min_damping, name=name)
+    def __init__(
+        self,
+        damping: float = 1e-3,
+        dense_limit: int = 4000,
+        max_cg_iterations: int = 250,
+        cg_tolerance: float = 1e-10,
+        min_damping: float = 1e-15,
+        name: str = "levenberg_marquardt",
+    ):
+        super().__init__(
+            damping=damping,
+            rule="nielsen",
+            max_cg_iterations=max_cg_iterations,
+            cg_tolerance=cg_tolerance,
+            min_damping=min_damping,
+            name=name,
+        )
         if dense_limit < 0:
             raise ValueError(f"`dense_limit` must be >= 0, got {dense_limit}.")
         self.dense_limit = dense_limit
@@ -89,12 +104,16 @@ class LevenbergMarquardt(GaussNewton):
         return config
 
     def _solve(self, oracle, gradient, damping):
-        if not (oracle.supports_residual_jacobian and
-                int(gradient.shape[0]) <= self.dense_limit):
+        if not (oracle.supports_residual_jacobian and int(gradient.shape[0]) <= self.dense_limit):
             return super()._solve(oracle, gradient, damping)
         scale = tf.cast(tf.convert_to_tensor(self.scale), gradient.dtype)
-        solution = oracle.solve(("levenberg_marquardt_dense",), dense_step, gradient,
-                                tf.constant(damping, gradient.dtype), scale)
+        solution = oracle.solve(
+            ("levenberg_marquardt_dense",),
+            dense_step,
+            gradient,
+            tf.constant(damping, gradient.dtype),
+            scale,
+        )
         nonfinite = bool(solution.nonfinite)
         if not nonfinite:
             self.scale.assign(tf.cast(solution.scale, self.scale.dtype))

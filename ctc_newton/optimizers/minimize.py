@@ -40,30 +40,48 @@ def _build_oracle(fun_or_oracle, variables_or_x0):
     if isinstance(fun_or_oracle, Oracle):
         return fun_or_oracle, None
     if not callable(fun_or_oracle):
-        raise TypeError("`fun_or_oracle` must be a CurvatureOracle (or another "
-                        "ctc_newton.curvature oracle) or a callable.")
+        raise TypeError(
+            "`fun_or_oracle` must be a CurvatureOracle (or another "
+            "ctc_newton.curvature oracle) or a callable."
+        )
     if variables_or_x0 is None:
-        raise ValueError("A function needs `variables_or_x0`: a list of tf.Variables, or an "
-                         "initial flat vector x0.")
+        raise ValueError(
+            "A function needs `variables_or_x0`: a list of tf.Variables, or an "
+            "initial flat vector x0."
+        )
     if isinstance(variables_or_x0, (list, tuple)) and not len(variables_or_x0):
-        raise ValueError("`variables_or_x0` is empty: pass the tf.Variables the function "
-                         "reads, or an initial point x0.")
-    if isinstance(variables_or_x0, (list, tuple)) and variables_or_x0 and all(
-            isinstance(v, tf.Variable) or hasattr(v, "assign") for v in variables_or_x0):
+        raise ValueError(
+            "`variables_or_x0` is empty: pass the tf.Variables the function "
+            "reads, or an initial point x0."
+        )
+    if (
+        isinstance(variables_or_x0, (list, tuple))
+        and variables_or_x0
+        and all(isinstance(v, tf.Variable) or hasattr(v, "assign") for v in variables_or_x0)
+    ):
         variables = list(variables_or_x0)
         return CurvatureOracle.from_function(fun_or_oracle, variables), None
     x0 = np.asarray(variables_or_x0)
-    dtype = tf.float64 if x0.dtype == np.float64 or not np.issubdtype(x0.dtype, np.floating) \
+    dtype = (
+        tf.float64
+        if x0.dtype == np.float64 or not np.issubdtype(x0.dtype, np.floating)
         else tf.as_dtype(x0.dtype)
+    )
     flat = tf.Variable(tf.constant(x0.reshape(-1), dtype), name="x")
     shape = x0.shape
-    return CurvatureOracle.from_function(lambda: fun_or_oracle(tf.reshape(flat, shape)),
-                                         [flat]), flat
+    return CurvatureOracle.from_function(
+        lambda: fun_or_oracle(tf.reshape(flat, shape)), [flat]
+    ), flat
 
 
 # What a trace of a loss that is not written in TensorFlow ops raises.
-_UNTRACEABLE = (TypeError, ValueError, NotImplementedError, AttributeError,
-                tf.errors.OperatorNotAllowedInGraphError)
+_UNTRACEABLE = (
+    TypeError,
+    ValueError,
+    NotImplementedError,
+    AttributeError,
+    tf.errors.OperatorNotAllowedInGraphError,
+)
 
 
 def _compile(oracle):
@@ -76,16 +94,29 @@ def _compile(oracle):
         graph.value()  # the first call traces
         return graph
     except _UNTRACEABLE as error:
-        warnings.warn(f"minimize: the loss could not be traced into a tf.function "
-                      f"({type(error).__name__}: {error}); running eagerly (slower). Write "
-                      "the loss with TensorFlow ops to compile it.", stacklevel=3)
+        warnings.warn(
+            f"minimize: the loss could not be traced into a tf.function "
+            f"({type(error).__name__}: {error}); running eagerly (slower). Write "
+            "the loss with TensorFlow ops to compile it.",
+            stacklevel=3,
+        )
         return oracle.linearize()
 
 
-def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
-             gtol: float = 1e-5, xtol: float = 1e-5, maxiter: Optional[int] = None,
-             callback: Optional[Callable] = None, display: bool = False,
-             compiled: bool = True, bounds=None, **options) -> OptimizeResult:
+def minimize(
+    fun_or_oracle,
+    variables_or_x0=None,
+    method: str = "trust-ncg",
+    *,
+    gtol: float = 1e-5,
+    xtol: float = 1e-5,
+    maxiter: Optional[int] = None,
+    callback: Optional[Callable] = None,
+    display: bool = False,
+    compiled: bool = True,
+    bounds=None,
+    **options,
+) -> OptimizeResult:
     """Minimizes a full-batch loss with a second-order method.
 
     Args:
@@ -134,15 +165,19 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
     optimizer = registry.get(method, **options)
     if not (gtol >= 0 and xtol >= 0):
         raise ValueError(f"`gtol` and `xtol` must be >= 0, got gtol={gtol}, xtol={xtol}.")
-    if maxiter is not None and (isinstance(maxiter, bool) or not isinstance(
-            maxiter, numbers.Integral) or maxiter < 0):
-        raise ValueError(f"`maxiter` must be a non-negative integer (or None for the "
-                         f"default), got {maxiter!r}.")
+    if maxiter is not None and (
+        isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral) or maxiter < 0
+    ):
+        raise ValueError(
+            f"`maxiter` must be a non-negative integer (or None for the default), got {maxiter!r}."
+        )
     oracle, flat_variable = _build_oracle(fun_or_oracle, variables_or_x0)
     check_variables(oracle.variables, "variables_or_x0")
     if optimizer.needs_gauss_newton and not oracle.supports_gauss_newton:
-        raise ValueError(f"method={method!r} needs Gauss-Newton products: pass a "
-                         "CurvatureOracle built with from_keras or from_outputs.")
+        raise ValueError(
+            f"method={method!r} needs Gauss-Newton products: pass a "
+            "CurvatureOracle built with from_keras or from_outputs."
+        )
     n = oracle.size
     history: List[float] = []
 
@@ -151,37 +186,62 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         jac = [g.numpy() for g in oracle.gradient()]
         fun = float(oracle.value())
         if success and not (math.isfinite(fun) and all(np.all(np.isfinite(g)) for g in jac)):
-            message, success, status = f"{message}, but the loss or gradient is not " \
-                                       "finite there", False, 2
+            message, success, status = (
+                f"{message}, but the loss or gradient is not finite there",
+                False,
+                2,
+            )
         if flat_variable is not None:
             shape = np.shape(variables_or_x0)
             x, jac = x[0].reshape(shape), jac[0].reshape(shape)
-        return OptimizeResult(x=x, fun=fun, jac=jac, nit=nit,
-                              nfev=oracle.num_function_evaluations,
-                              njev=oracle.num_gradient_evaluations,
-                              nhev=oracle.num_curvature_products, success=success,
-                              status=status, message=message, history=history)
+        return OptimizeResult(
+            x=x,
+            fun=fun,
+            jac=jac,
+            nit=nit,
+            nfev=oracle.num_function_evaluations,
+            njev=oracle.num_gradient_evaluations,
+            nhev=oracle.num_curvature_products,
+            success=success,
+            status=status,
+            message=message,
+            history=history,
+        )
 
     def report(record):
         history.append(record)
         if display:
-            fields = ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else
-                               f"{key}={value}" for key, value in record.items()
-                               if key != "note")
+            fields = ", ".join(
+                f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                for key, value in record.items()
+                if key != "note"
+            )
             print(f"[{method}] {fields}", file=sys.stdout, flush=True)
 
     if bounds is not None:
         if not isinstance(optimizer, LBFGS):
-            raise ValueError(f"`bounds` works with method='lbfgs' (scipy's L-BFGS-B on the "
-                             f"compiled loss), not method={method!r}.")
+            raise ValueError(
+                f"`bounds` works with method='lbfgs' (scipy's L-BFGS-B on the "
+                f"compiled loss), not method={method!r}."
+            )
         oracle = _compile(oracle) if compiled else oracle.linearize()
-        return minimize_bounded(oracle, bounds, gtol, 500 if maxiter is None else maxiter,
-                                callback, report, result)
+        return minimize_bounded(
+            oracle, bounds, gtol, 500 if maxiter is None else maxiter, callback, report, result
+        )
     if isinstance(optimizer, LBFGS):
         oracle.linearize()
-        return _minimize_lbfgs(optimizer, oracle, options, gtol,
-                               500 if maxiter is None else maxiter, callback, display,
-                               report, result, compiled)
+        return _minimize_lbfgs(
+            optimizer,
+            oracle,
+            options,
+            gtol,
+            500 if maxiter is None else maxiter,
+            callback,
+            display,
+            report,
+            result,
+            compiled,
+        )
     oracle = _compile(oracle) if compiled else oracle.linearize()
 
     maxiter = min(200 * n, MAX_NEWTON_ITERATIONS) if maxiter is None else maxiter
@@ -193,8 +253,9 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         if not math.isfinite(gradient_norm):
             return result("non-finite gradient at the current point", False, 2, k)
         if gradient_norm < gtol or gradient_norm == 0:
-            return result("gradient norm below gtol" if gradient_norm < gtol else
-                          "zero gradient", True, 0, k)
+            return result(
+                "gradient norm below gtol" if gradient_norm < gtol else "zero gradient", True, 0, k
+            )
         step = optimizer.step(oracle)
         report(dict(step.as_dict(), iteration=k + 1, gradient_norm=gradient_norm))
         # A rejected step leaves the point (and the oracle's linearization) unchanged;
@@ -204,12 +265,20 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
         if callback is not None and callback(result("running", False, 1, k + 1)):
             return result("stopped by the callback", False, 2, k + 1)
         line_search = isinstance(optimizer, LineSearchNewtonCG)
-        if line_search and step.accepted and step.update_l1 is not None and \
-                step.update_l1 <= xtol * n:
+        if (
+            line_search
+            and step.accepted
+            and step.update_l1 is not None
+            and step.update_l1 <= xtol * n
+        ):
             if step.negative_curvature:  # not a minimum: no PSD Hessian here
-                return result("update below xtol along a direction of negative curvature "
-                              "(not a minimum; the loss may be unbounded below)", False, 2,
-                              k + 1)
+                return result(
+                    "update below xtol along a direction of negative curvature "
+                    "(not a minimum; the loss may be unbounded below)",
+                    False,
+                    2,
+                    k + 1,
+                )
             return result("update below xtol", True, 0, k + 1)
         if line_search and not step.accepted:
             return result(step.note or "step failed", False, 2, k + 1)
@@ -222,8 +291,9 @@ def minimize(fun_or_oracle, variables_or_x0=None, method: str = "trust-ncg", *,
     return result("iteration limit reached", False, 1, maxiter)
 
 
-def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display, report,
-                    result, compiled):
+def _minimize_lbfgs(
+    optimizer, oracle, options, gtol, maxiter, callback, display, report, result, compiled
+):
     """L-BFGS in runs of the loop resumed from their results (the same iterates as
     one long run): one iteration per run when a callback or display watches, else
     `LBFGS_CHUNK`; an interrupt loses at most the run in progress. A
@@ -244,13 +314,20 @@ def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display
     # started, and the value it reached.
     value, gradient = float(oracle.value()), flatten(oracle.gradient())
     while nit < maxiter:
-        results = optimizer.run(oracle, max_iterations=min(chunk, maxiter - nit),
-                                refresh=False, compiled=compiled)
+        results = optimizer.run(
+            oracle, max_iterations=min(chunk, maxiter - nit), refresh=False, compiled=compiled
+        )
         nit += optimizer.last_run_iterations
-        report({"iteration": nit, "value": value, "gradient_norm": _norm(gradient),
+        report(
+            {
+                "iteration": nit,
+                "value": value,
+                "gradient_norm": _norm(gradient),
                 "value_after": float(results.objective_value),
                 "lbfgs_iterations": optimizer.last_run_iterations,
-                "accepted": not bool(results.failed)})
+                "accepted": not bool(results.failed),
+            }
+        )
         value, gradient = float(results.objective_value), results.objective_gradient
         if callback is not None and callback(current("running", False, 1)):
             return current("stopped by the callback", False, 2)
@@ -262,14 +339,18 @@ def _minimize_lbfgs(optimizer, oracle, options, gtol, maxiter, callback, display
         return current("iteration limit reached", False, 1)
     sup_norm = float(tf.reduce_max(tf.abs(results.objective_gradient)))
     if bool(results.failed):
-        return current("line search failed (or a non-finite loss); the variables hold the "
-                       "last finite accepted point", False, 2)
+        return current(
+            "line search failed (or a non-finite loss); the variables hold the "
+            "last finite accepted point",
+            False,
+            2,
+        )
     if bool(results.converged):
         if sup_norm <= gtol:
             return current("converged: gradient sup-norm below gtol", True, 0)
         if optimizer.x_tolerance > 0 or optimizer.f_relative_tolerance > 0:
-            return current("converged: change below x_tolerance or f_relative_tolerance",
-                           True, 0)
-        return current(f"L-BFGS stopped making progress with gradient sup-norm "
-                       f"{sup_norm:.3g} > gtol", False, 2)
+            return current("converged: change below x_tolerance or f_relative_tolerance", True, 0)
+        return current(
+            f"L-BFGS stopped making progress with gradient sup-norm {sup_norm:.3g} > gtol", False, 2
+        )
     return current("iteration limit reached", False, 1)

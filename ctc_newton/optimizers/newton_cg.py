@@ -48,11 +48,12 @@ class LineSearchNewtonCG(TruncatedNewton):
             return cg.truncated(FlatProblem(o).product("hessian"), gradient, cap, 3 * eps)
 
         solution = problem.oracle.solve(("truncated", cap), solve, gradient)
-        record: Dict[str, Any] = dict(cg_iterations=int(solution.iterations),
-                      negative_curvature=bool(solution.negative_curvature))
+        record: Dict[str, Any] = dict(
+            cg_iterations=int(solution.iterations),
+            negative_curvature=bool(solution.negative_curvature),
+        )
         if bool(solution.nonfinite):
-            return StepResult.rejected(value, "non-finite Hessian product; step rejected",
-                                       **record)
+            return StepResult.rejected(value, "non-finite Hessian product; step rejected", **record)
         p = solution.step.numpy().astype(np.float64)
         x0 = x.numpy().astype(np.float64)
         oracle = problem.oracle
@@ -94,6 +95,13 @@ class LineSearchNewtonCG(TruncatedNewton):
         problem.assign(tf.constant(x_new, problem.dtype))
         if linearized_at != x_new.tobytes():
             oracle.linearize()
-        return StepResult(value=value, accepted=True, step_size=float(alpha), rho=math.nan,
-                          value_after=trial, update_l1=float(np.sum(np.abs(alpha * p))),
-                          linearized=True, **record)
+        return StepResult(
+            value=value,
+            accepted=True,
+            step_size=float(alpha),
+            rho=math.nan,
+            value_after=trial,
+            update_l1=float(np.sum(np.abs(alpha * p))),
+            linearized=True,
+            **record,
+        )

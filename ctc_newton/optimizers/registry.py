@@ -14,8 +14,8 @@ from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
 from ctc_newton.optimizers.trust_ncg import TrustRegionNewtonCG
 
 OPTIMIZERS: Dict[str, Type[SecondOrderOptimizer]] = {
-    "newton-cg": LineSearchNewtonCG,      # scipy's Newton-CG
-    "trust-ncg": TrustRegionNewtonCG,     # scipy's trust-ncg
+    "newton-cg": LineSearchNewtonCG,  # scipy's Newton-CG
+    "trust-ncg": TrustRegionNewtonCG,  # scipy's trust-ncg
     "gauss-newton": GaussNewton,
     "hessian-free": HessianFree,
     "lbfgs": LBFGS,

@@ -62,15 +62,25 @@ class StepResult:
     @classmethod
     def stationary(cls, value: float) -> "StepResult":
         """A zero gradient: the step is zero, and that is a success (nothing moves)."""
-        return cls(value=value, accepted=True, value_after=value, step_size=0.0, rho=math.nan,
-                   cg_iterations=0, linearized=True, update_l1=0.0,
-                   note="zero gradient; zero step")
+        return cls(
+            value=value,
+            accepted=True,
+            value_after=value,
+            step_size=0.0,
+            rho=math.nan,
+            cg_iterations=0,
+            linearized=True,
+            update_l1=0.0,
+            note="zero gradient; zero step",
+        )
 
     def logs(self) -> Dict[str, float]:
         """The numeric fields ``fit`` shows per step, those that are set."""
-        return {field.name: float(getattr(self, field.name))
-                for field in dataclasses.fields(self)
-                if field.metadata.get("logged") and getattr(self, field.name) is not None}
+        return {
+            field.name: float(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+            if field.metadata.get("logged") and getattr(self, field.name) is not None
+        }
 
     def as_dict(self) -> Dict[str, Any]:
         """The fields that are set (for histories and logs)."""

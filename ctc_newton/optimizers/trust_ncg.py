@@ -31,9 +31,14 @@ class TrustRegionNewtonCG(TruncatedNewton):
       name: module name.
     """
 
-    def __init__(self, initial_radius: float = 1.0, max_radius: float = 1000.0,
-                 eta: float = 0.15, max_cg_iterations: Optional[int] = None,
-                 name: str = "trust_ncg"):
+    def __init__(
+        self,
+        initial_radius: float = 1.0,
+        max_radius: float = 1000.0,
+        eta: float = 0.15,
+        max_cg_iterations: Optional[int] = None,
+        name: str = "trust_ncg",
+    ):
         super().__init__(max_cg_iterations=max_cg_iterations, name=name)
         self._check_positive("initial_radius", initial_radius)
         self._check_positive("max_radius", max_radius)
@@ -45,8 +50,12 @@ class TrustRegionNewtonCG(TruncatedNewton):
         self.radius = self._scalar_state("radius", initial_radius)
 
     def _config(self):
-        return dict(initial_radius=self.initial_radius, max_radius=self.max_radius,
-                    eta=self.eta, max_cg_iterations=self.max_cg_iterations)
+        return dict(
+            initial_radius=self.initial_radius,
+            max_radius=self.max_radius,
+            eta=self.eta,
+            max_cg_iterations=self.max_cg_iterations,
+        )
 
     def _on_nonfinite(self):
         self.radius.assign(self._read(self.radius) * 0.25)
@@ -60,14 +69,17 @@ class TrustRegionNewtonCG(TruncatedNewton):
         def solve(o, gradient, radius):
             return cg.steihaug(FlatProblem(o).product("hessian"), gradient, radius, cap)
 
-        solution = problem.oracle.solve(("steihaug", cap), solve, gradient,
-                                        tf.constant(radius, gradient.dtype))
-        record: Dict[str, Any] = dict(radius=radius, cg_iterations=int(solution.iterations),
-                      negative_curvature=bool(solution.negative_curvature))
+        solution = problem.oracle.solve(
+            ("steihaug", cap), solve, gradient, tf.constant(radius, gradient.dtype)
+        )
+        record: Dict[str, Any] = dict(
+            radius=radius,
+            cg_iterations=int(solution.iterations),
+            negative_curvature=bool(solution.negative_curvature),
+        )
         if bool(solution.nonfinite):
             self.radius.assign(radius * 0.25)
-            return StepResult.rejected(value, "non-finite Hessian product; radius shrunk",
-                                       **record)
+            return StepResult.rejected(value, "non-finite Hessian product; radius shrunk", **record)
         p = solution.step
         trial = problem.value_at(x + p)
         rho = reduction_ratio(trial - value, float(solution.model_value))
@@ -77,7 +89,12 @@ class TrustRegionNewtonCG(TruncatedNewton):
             self.radius.assign(min(2 * radius, self.max_radius))
         accepted = not math.isnan(rho) and rho > self.eta
         problem.settle(accepted, x)
-        return StepResult(value=value, accepted=accepted, rho=rho, step_size=float(tf.norm(p)),
-                          value_after=trial if accepted else value,
-                          note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
-                          **record)
+        return StepResult(
+            value=value,
+            accepted=accepted,
+            rho=rho,
+            step_size=float(tf.norm(p)),
+            value_after=trial if accepted else value,
+            note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
+            **record,
+        )

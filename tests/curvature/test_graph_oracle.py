@@ -20,8 +20,11 @@ def regression():
     w1 = tf.Variable(rng.standard_normal((3, 5)) * 0.5)
     w2 = tf.Variable(rng.standard_normal((5, 1)) * 0.5)
     tape = CurvatureOracle.from_outputs(
-        lambda: tf.tanh(x @ w1) @ w2, lambda out: tf.reduce_mean((out - y) ** 2), [w1, w2],
-        regularization_fn=lambda: 1e-3 * tf.reduce_sum(w1 ** 2))
+        lambda: tf.tanh(x @ w1) @ w2,
+        lambda out: tf.reduce_mean((out - y) ** 2),
+        [w1, w2],
+        regularization_fn=lambda: 1e-3 * tf.reduce_sum(w1**2),
+    )
     return tape, [w1, w2]
 
 
@@ -35,12 +38,16 @@ def test_graph_oracle_matches_the_tape_oracle_at_every_point():
         tape.linearize()
         graph.linearize()
         np.testing.assert_allclose(float(graph.value()), float(tape.value()), rtol=1e-12)
-        np.testing.assert_allclose(flatten(graph.gradient()), flatten(tape.gradient()),
-                                   rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(
+            flatten(graph.gradient()), flatten(tape.gradient()), rtol=1e-10, atol=1e-14
+        )
         for kind in ("hessian", "gauss_newton"):
-            np.testing.assert_allclose(flatten(graph.curvature_vector_product(v, kind)),
-                                       flatten(tape.curvature_vector_product(v, kind)),
-                                       rtol=1e-10, atol=1e-14)
+            np.testing.assert_allclose(
+                flatten(graph.curvature_vector_product(v, kind)),
+                flatten(tape.curvature_vector_product(v, kind)),
+                rtol=1e-10,
+                atol=1e-14,
+            )
         variables[0].assign_add(0.1 * tf.ones_like(variables[0]))
     with pytest.raises(ValueError, match="per-example"):
         graph.squared_gradient_diagonal()
@@ -48,8 +55,13 @@ def test_graph_oracle_matches_the_tape_oracle_at_every_point():
 
 def gauss_newton_solve(o, gradient, damping):
     curvature = _flat.FlatProblem(o).product("gauss_newton")
-    return cg.martens(lambda v: curvature(v) + damping * v, -gradient,
-                      tf.zeros_like(gradient), 50, tolerance=1e-12)
+    return cg.martens(
+        lambda v: curvature(v) + damping * v,
+        -gradient,
+        tf.zeros_like(gradient),
+        50,
+        tolerance=1e-12,
+    )
 
 
 def test_a_solve_is_one_graph_call_traced_once_and_equal_to_the_eager_solve():
@@ -116,6 +128,8 @@ def test_keras_traces_are_shared_by_equal_losses_not_by_object_identity():
     model = keras.Sequential([keras.Input((4, 3)), keras.layers.Dense(5)])
     assert KerasCurvature.get(model, CTCLoss()) is KerasCurvature.get(model, CTCLoss())
     assert KerasCurvature.get(model, CTCLoss()) is not KerasCurvature.get(
-        model, CTCLoss(blank_index=4))
-    assert KerasCurvature.get(model, keras.losses.MeanSquaredError()) is not \
-        KerasCurvature.get(model, keras.losses.MeanAbsoluteError())
+        model, CTCLoss(blank_index=4)
+    )
+    assert KerasCurvature.get(model, keras.losses.MeanSquaredError()) is not KerasCurvature.get(
+        model, keras.losses.MeanAbsoluteError()
+    )

@@ -17,8 +17,11 @@ def explicit_matrix(oracle, kind):
     for i in range(n):
         e = np.zeros(n)
         e[i] = 1.0
-        columns.append(flatten(oracle.curvature_vector_product(
-            unflatten(tf.constant(e), oracle.variables), kind)).numpy())
+        columns.append(
+            flatten(
+                oracle.curvature_vector_product(unflatten(tf.constant(e), oracle.variables), kind)
+            ).numpy()
+        )
     return np.stack(columns, axis=1)
 
 
@@ -67,10 +70,11 @@ def test_rosenbrock_from_function():
 
     oracle = CurvatureOracle.from_function(rosenbrock, [w])
     x, y = -1.2, 1.0
-    hessian = np.array([[1200 * x ** 2 - 400 * y + 2, -400 * x], [-400 * x, 200]])
+    hessian = np.array([[1200 * x**2 - 400 * y + 2, -400 * x], [-400 * x, 200]])
     np.testing.assert_allclose(explicit_matrix(oracle, "hessian"), hessian, rtol=1e-12)
-    np.testing.assert_allclose(oracle.gradient()[0].numpy(),
-                               [-400 * x * (y - x ** 2) - 2 * (1 - x), 200 * (y - x ** 2)])
+    np.testing.assert_allclose(
+        oracle.gradient()[0].numpy(), [-400 * x * (y - x**2) - 2 * (1 - x), 200 * (y - x**2)]
+    )
     with pytest.raises(ValueError, match="Gauss-Newton products need the model outputs"):
         oracle.gauss_newton_vector_product([tf.ones(2, tf.float64)])
 
@@ -89,7 +93,7 @@ def test_ctc_model_hessian_and_gauss_newton_equal_explicit_matrices(ctc_batch):
     blocks = [np.diag(p) - np.outer(p, p) for p in probs]
     output_hessian = np.zeros((probs.size, probs.size))
     for i, block in enumerate(blocks):
-        output_hessian[3 * i:3 * i + 3, 3 * i:3 * i + 3] = block / len(x)
+        output_hessian[3 * i : 3 * i + 3, 3 * i : 3 * i + 3] = block / len(x)
     gauss_newton = jacobian.T @ output_hessian @ jacobian
     explicit = explicit_matrix(oracle, "gauss_newton")
     np.testing.assert_allclose(explicit, gauss_newton, atol=1e-10)
@@ -119,8 +123,9 @@ def test_hessian_product_matches_finite_differences_for_recurrent_ctc(ctc_batch,
     # Symmetric and PSD Gauss-Newton on random vectors.
     u = [tf.constant(rng.standard_normal(w.shape)) for w in model.trainable_variables]
     gv, gu = oracle.gauss_newton_vector_product(v), oracle.gauss_newton_vector_product(u)
-    np.testing.assert_allclose(np.dot(flatten(u), flatten(gv)), np.dot(flatten(v), flatten(gu)),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        np.dot(flatten(u), flatten(gv)), np.dot(flatten(v), flatten(gu)), rtol=1e-10
+    )
     assert np.dot(flatten(v), flatten(gv)) >= 0
 
 
@@ -128,33 +133,46 @@ def test_gauss_newton_equals_hessian_for_linear_models():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((6, 4))
     keras.utils.set_random_seed(1)
-    for loss, y, classes in [("mse", rng.standard_normal((6, 2)), 2),
-                             (keras.losses.CategoricalCrossentropy(from_logits=True),
-                              np.eye(3)[rng.integers(0, 3, 6)], 3),
-                             (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              rng.integers(0, 3, 6), 3),
-                             (keras.losses.BinaryCrossentropy(from_logits=True),
-                              rng.integers(0, 2, (6, 2)).astype(float), 2)]:
-        model = keras.Sequential([keras.Input((4,), dtype="float64"),
-                                  keras.layers.Dense(classes, dtype="float64")])
+    for loss, y, classes in [
+        ("mse", rng.standard_normal((6, 2)), 2),
+        (
+            keras.losses.CategoricalCrossentropy(from_logits=True),
+            np.eye(3)[rng.integers(0, 3, 6)],
+            3,
+        ),
+        (keras.losses.SparseCategoricalCrossentropy(from_logits=True), rng.integers(0, 3, 6), 3),
+        (
+            keras.losses.BinaryCrossentropy(from_logits=True),
+            rng.integers(0, 2, (6, 2)).astype(float),
+            2,
+        ),
+    ]:
+        model = keras.Sequential(
+            [keras.Input((4,), dtype="float64"), keras.layers.Dense(classes, dtype="float64")]
+        )
         oracle = CurvatureOracle.from_keras(model, loss, x, y)
-        np.testing.assert_allclose(explicit_matrix(oracle, "gauss_newton"),
-                                   explicit_matrix(oracle, "hessian"), atol=1e-12)
+        np.testing.assert_allclose(
+            explicit_matrix(oracle, "gauss_newton"), explicit_matrix(oracle, "hessian"), atol=1e-12
+        )
 
 
 def test_regularizers_enter_with_their_exact_hessian(rng):
     x, y = rng.standard_normal((5, 3)), rng.standard_normal((5, 1))
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,), dtype="float64"),
-                              keras.layers.Dense(1, dtype="float64",
-                                                 kernel_regularizer=keras.regularizers.L2(0.3))])
+    model = keras.Sequential(
+        [
+            keras.Input((3,), dtype="float64"),
+            keras.layers.Dense(1, dtype="float64", kernel_regularizer=keras.regularizers.L2(0.3)),
+        ]
+    )
     # Keras losses compute in floatx (float32) unless told otherwise.
-    oracle = CurvatureOracle.from_keras(model, keras.losses.MeanSquaredError(dtype="float64"),
-                                        x, y)
-    np.testing.assert_allclose(explicit_matrix(oracle, "gauss_newton"),
-                               explicit_matrix(oracle, "hessian"), atol=1e-12)
-    hessian = autodiff_hessian(lambda: tf.reduce_mean((model(x) - y) ** 2) + sum(model.losses),
-                               model.trainable_variables)
+    oracle = CurvatureOracle.from_keras(model, keras.losses.MeanSquaredError(dtype="float64"), x, y)
+    np.testing.assert_allclose(
+        explicit_matrix(oracle, "gauss_newton"), explicit_matrix(oracle, "hessian"), atol=1e-12
+    )
+    hessian = autodiff_hessian(
+        lambda: tf.reduce_mean((model(x) - y) ** 2) + sum(model.losses), model.trainable_variables
+    )
     np.testing.assert_allclose(explicit_matrix(oracle, "hessian"), hessian, atol=1e-12)
 
 
@@ -181,11 +199,15 @@ def test_gradient_equals_what_fit_computes_with_sample_weights_and_mask(rng):
 def test_dropout_masks_are_shared_and_batchnorm_statistics_untouched(ctc_batch, rng):
     x, y = ctc_batch
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((5, 2), dtype="float64"),
-                              keras.layers.Dense(6, dtype="float64"),
-                              keras.layers.BatchNormalization(dtype="float64"),
-                              keras.layers.Dropout(0.5, dtype="float64"),
-                              keras.layers.Dense(3, dtype="float64")])
+    model = keras.Sequential(
+        [
+            keras.Input((5, 2), dtype="float64"),
+            keras.layers.Dense(6, dtype="float64"),
+            keras.layers.BatchNormalization(dtype="float64"),
+            keras.layers.Dropout(0.5, dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
     statistics = [w.numpy().copy() for w in model.non_trainable_variables]
     oracle = CurvatureOracle.from_keras(model, CTCLoss(), x, y)
     v = [tf.constant(rng.standard_normal(w.shape)) for w in model.trainable_variables]
@@ -209,8 +231,9 @@ def test_scipy_view_solves_and_finds_the_top_eigenvalue(ctc_batch):
     solution, info = scipy.sparse.linalg.cg(operator, b, rtol=1e-10, maxiter=500)
     assert info == 0
     np.testing.assert_allclose((matrix + 1e-2 * np.eye(len(b))) @ solution, b, atol=1e-7)
-    top = scipy.sparse.linalg.eigsh(oracle.as_scipy_linear_operator("hessian"), k=1,
-                                    which="LA", return_eigenvectors=False)
+    top = scipy.sparse.linalg.eigsh(
+        oracle.as_scipy_linear_operator("hessian"), k=1, which="LA", return_eigenvectors=False
+    )
     hessian = explicit_matrix(oracle, "hessian")
     np.testing.assert_allclose(top[0], np.linalg.eigvalsh(hessian).max(), rtol=1e-8)
 
@@ -221,8 +244,9 @@ def test_tf_linear_operator_view(ctc_batch):
     operator = oracle.as_linear_operator("gauss_newton", damping=0.5)
     assert operator.is_self_adjoint and operator.is_positive_definite
     dense = operator.to_dense().numpy()
-    np.testing.assert_allclose(dense, explicit_matrix(oracle, "gauss_newton") +
-                               0.5 * np.eye(oracle.size), atol=1e-12)
+    np.testing.assert_allclose(
+        dense, explicit_matrix(oracle, "gauss_newton") + 0.5 * np.eye(oracle.size), atol=1e-12
+    )
     assert oracle.as_linear_operator("hessian").is_positive_definite is None
 
 
@@ -235,12 +259,11 @@ def test_diagonal_estimates(ctc_batch):
     reference = np.zeros(oracle.size)
     for i in range(len(x)):  # each example's contribution to the batch mean
         with tf.GradientTape() as tape:
-            value = loss(y[i:i + 1], model(x[i:i + 1])) / len(x)
+            value = loss(y[i : i + 1], model(x[i : i + 1])) / len(x)
         reference += flatten(tape.gradient(value, model.trainable_variables)).numpy() ** 2
     np.testing.assert_allclose(squared, reference, rtol=1e-8)
     diagonal = np.diag(explicit_matrix(oracle, "gauss_newton"))
-    estimate = flatten(oracle.hutchinson_diagonal("gauss_newton", num_samples=400,
-                                                  seed=0)).numpy()
+    estimate = flatten(oracle.hutchinson_diagonal("gauss_newton", num_samples=400, seed=0)).numpy()
     assert np.linalg.norm(estimate - diagonal) < 0.2 * np.linalg.norm(diagonal)
 
 
@@ -252,15 +275,20 @@ def test_products_inside_tf_function_equal_eager(ctc_batch, rng):
     @tf.function
     def products():
         oracle = CurvatureOracle.from_keras(model, CTCLoss(), x, y)
-        return (oracle.gradient(), oracle.gauss_newton_vector_product(v),
-                oracle.hessian_vector_product(v))
+        return (
+            oracle.gradient(),
+            oracle.gauss_newton_vector_product(v),
+            oracle.hessian_vector_product(v),
+        )
 
     eager = CurvatureOracle.from_keras(model, CTCLoss(), x, y)
-    for graph, reference in zip(products(), (eager.gradient(),
-                                             eager.gauss_newton_vector_product(v),
-                                             eager.hessian_vector_product(v))):
-        np.testing.assert_allclose(flatten(graph).numpy(), flatten(reference).numpy(),
-                                   rtol=1e-9, atol=1e-12)
+    for graph, reference in zip(
+        products(),
+        (eager.gradient(), eager.gauss_newton_vector_product(v), eager.hessian_vector_product(v)),
+    ):
+        np.testing.assert_allclose(
+            flatten(graph).numpy(), flatten(reference).numpy(), rtol=1e-9, atol=1e-12
+        )
 
 
 def test_float32_and_bad_vectors(ctc_batch):

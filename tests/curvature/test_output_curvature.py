@@ -65,18 +65,23 @@ def test_registered_loss_gives_its_psd_output_curvature(registered_wave):
     oracle, x, w, v = problem()
     expected = gauss_newton(x, w, v, lambda z: tf.abs(tf.sin(z)))
     for candidate in (oracle, oracle.compiled()):
-        np.testing.assert_allclose(flatten(candidate.gauss_newton_vector_product(v)), expected,
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            flatten(candidate.gauss_newton_vector_product(v)), expected, rtol=1e-12
+        )
     # The value and gradient are the loss's own, switched or not.
-    np.testing.assert_allclose(float(oracle.value()),
-                               float(tf.reduce_sum(tf.sin(x @ w))) / 16.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        float(oracle.value()), float(tf.reduce_sum(tf.sin(x @ w))) / 16.0, rtol=1e-12
+    )
 
 
 def test_unregistered_loss_gets_its_exact_output_hessian():
     oracle, x, w, v = problem()
     assert "wave" not in output_curvature.registered()
-    np.testing.assert_allclose(flatten(oracle.gauss_newton_vector_product(v)),
-                               gauss_newton(x, w, v, lambda z: -tf.sin(z)), rtol=1e-12)
+    np.testing.assert_allclose(
+        flatten(oracle.gauss_newton_vector_product(v)),
+        gauss_newton(x, w, v, lambda z: -tf.sin(z)),
+        rtol=1e-12,
+    )
 
 
 def test_ctc_is_registered_and_bad_entries_are_refused():

@@ -16,7 +16,8 @@ def _quadratic(n, seed=0):
     x = tf.Variable(rng.standard_normal(n))
     matrix = tf.constant(a)
     oracle = CurvatureOracle.from_function(
-        lambda: 0.5 * tf.tensordot(x, tf.linalg.matvec(matrix, x), 1), [x])
+        lambda: 0.5 * tf.tensordot(x, tf.linalg.matvec(matrix, x), 1), [x]
+    )
     return oracle, a, eigenvalues
 
 
@@ -31,8 +32,9 @@ def test_full_lanczos_finds_every_eigenvalue_and_the_quadrature_is_exact():
     probe /= np.linalg.norm(probe)
     for power in (1, 2, 3):
         expected = probe @ np.linalg.matrix_power(a, power) @ probe
-        np.testing.assert_allclose(result.weights[0] @ result.nodes[0] ** power, expected,
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+            result.weights[0] @ result.nodes[0] ** power, expected, rtol=1e-9
+        )
 
 
 def test_few_steps_bracket_the_spectrum_and_the_density_integrates_to_one():
@@ -49,7 +51,7 @@ def test_few_steps_bracket_the_spectrum_and_the_density_integrates_to_one():
 
 def test_an_invariant_subspace_stops_early_with_an_exact_rule():
     x = tf.Variable(np.ones(6))
-    oracle = CurvatureOracle.from_function(lambda: tf.reduce_sum(3.0 * x ** 2), [x])  # A = 6 I
+    oracle = CurvatureOracle.from_function(lambda: tf.reduce_sum(3.0 * x**2), [x])  # A = 6 I
     result = spectral_density(oracle, "hessian", num_steps=5)
     np.testing.assert_allclose(result.nodes, 6.0)
     np.testing.assert_allclose(result.weights[0], [1, 0, 0, 0, 0], atol=1e-12)

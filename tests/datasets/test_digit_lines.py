@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from ctc_newton.datasets import (HEIGHT, NUM_CLASSES, PAD_VALUE, as_datasets, load_digit_lines,
-                                 source_split)
+from ctc_newton.datasets import (
+    HEIGHT,
+    NUM_CLASSES,
+    PAD_VALUE,
+    as_datasets,
+    load_digit_lines,
+    source_split,
+)
 from ctc_newton.datasets.digit_lines import _load_digits
 
 
@@ -22,13 +28,14 @@ def test_shapes_lengths_padding_and_feasibility():
         n, frames, height = split.inputs.shape
         assert height == HEIGHT and split.labels.shape == (n, 6)
         assert split.input_length.max() == frames
-        for row, labels, t, length in zip(split.inputs, split.labels, split.input_length,
-                                          split.label_length):
+        for row, labels, t, length in zip(
+            split.inputs, split.labels, split.input_length, split.label_length
+        ):
             assert 1 <= length <= 6
             assert np.all((labels[:length] >= 1) & (labels[:length] < NUM_CLASSES))
             assert np.all(labels[length:] == 0)
             assert np.all(row[t:] == PAD_VALUE) and np.all(row[:t] >= 0)
-            repeats = int(np.sum(labels[1:length] == labels[:length - 1]))
+            repeats = int(np.sum(labels[1:length] == labels[: length - 1]))
             assert t >= length + repeats  # CTC can align it
 
 
@@ -48,11 +55,11 @@ def test_no_glyph_appears_on_both_sides():
             columns = row[:t].T  # [HEIGHT, t]
             matches = []
             for start in range(t - 7):
-                block = columns[:, start:start + 8]
+                block = columns[:, start : start + 8]
                 for shift in range(HEIGHT - 8 + 1):
-                    if block[:shift].any() or block[shift + 8:].any():
+                    if block[:shift].any() or block[shift + 8 :].any():
                         continue
-                    found = keys.get(np.ascontiguousarray(block[shift:shift + 8]).tobytes())
+                    found = keys.get(np.ascontiguousarray(block[shift : shift + 8]).tobytes())
                     if found:
                         matches.append(found)
             assert len(matches) >= length  # every glyph of the line is a source image
@@ -66,8 +73,15 @@ def test_tf_data_pipeline():
     assert sum(int(b[0].shape[0]) for b in test) == 10
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_train=0), dict(min_digits=3, max_digits=2),
-                                    dict(gap=(3, 1)), dict(test_fraction=1.0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_train=0),
+        dict(min_digits=3, max_digits=2),
+        dict(gap=(3, 1)),
+        dict(test_fraction=1.0),
+    ],
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         load_digit_lines(**{"num_train": 5, "num_test": 5, **kwargs})

@@ -25,13 +25,15 @@ def main(out):
     x = rng.standard_normal((64, 10, 3)).astype(np.float32)
     y = rng.integers(1, 4, size=(64, 3)).astype(np.int32)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((10, 3)), keras.layers.GRU(8, return_sequences=True),
-                              keras.layers.Dense(4)])
+    model = keras.Sequential(
+        [keras.Input((10, 3)), keras.layers.GRU(8, return_sequences=True), keras.layers.Dense(4)]
+    )
     model.compile(optimizer=HessianFree(max_cg_iterations=3, preconditioner=False), loss=CTCLoss())
     accepted = os.path.join(out, "accepted.npz")
     save(accepted, model)
     record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: save(accepted, model))
+        on_train_batch_end=lambda batch, logs: save(accepted, model)
+    )
     print("training", flush=True)
     try:
         model.fit(x, y, batch_size=16, epochs=1000, verbose=0, callbacks=[record])

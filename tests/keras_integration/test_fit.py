@@ -21,8 +21,11 @@ def data(n=32, frames=8):
 
 def make_model(kind="dense"):
     keras.utils.set_random_seed(0)
-    hidden = (keras.layers.LSTM(6, return_sequences=True, use_cudnn=False) if kind == "lstm"
-              else keras.layers.Dense(6, activation="tanh"))
+    hidden = (
+        keras.layers.LSTM(6, return_sequences=True, use_cudnn=False)
+        if kind == "lstm"
+        else keras.layers.Dense(6, activation="tanh")
+    )
     return keras.Sequential([keras.Input((8, 3)), hidden, keras.layers.Dense(4)])
 
 
@@ -42,8 +45,9 @@ def test_first_two_fit_steps_equal_oracle_steps(kind, make):
     assert int(model.optimizer.iterations.numpy()) == 2
 
 
-@pytest.mark.parametrize("make", [HessianFree, GaussNewton, TrustRegionNewtonCG,
-                                  lambda: LBFGS(max_iterations=4)])
+@pytest.mark.parametrize(
+    "make", [HessianFree, GaussNewton, TrustRegionNewtonCG, lambda: LBFGS(max_iterations=4)]
+)
 def test_fit_reduces_the_ctc_loss_and_logs_curvature_statistics(make):
     x, y = data(64)
     model = make_model("lstm")
@@ -53,8 +57,10 @@ def test_fit_reduces_the_ctc_loss_and_logs_curvature_statistics(make):
     losses = history.history["loss"]
     assert losses[-1] < losses[0]
     assert "val_loss" in history.history and "label_error_rate" in history.history
-    assert {"cg_iterations", "damping"} & set(history.history) or \
-        {"lbfgs_iterations", "radius"} & set(history.history)
+    assert {"cg_iterations", "damping"} & set(history.history) or {
+        "lbfgs_iterations",
+        "radius",
+    } & set(history.history)
     model.evaluate(x, y, verbose=0)
     assert model.predict(x[:4], verbose=0).shape == (4, 8, 4)
 
@@ -63,8 +69,14 @@ def test_masking_sample_weights_and_steps_per_execution():
     x, y = data(32)
     x[::2, 6:] = 0.0
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Masking(0.0),
-                              keras.layers.GRU(5, return_sequences=True), keras.layers.Dense(4)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 3)),
+            keras.layers.Masking(0.0),
+            keras.layers.GRU(5, return_sequences=True),
+            keras.layers.Dense(4),
+        ]
+    )
     model.compile(optimizer=GaussNewton(), loss=CTCLoss(), steps_per_execution=2)
     weights = np.linspace(0.5, 1.5, 32).astype(np.float32)
     history = model.fit(x, y, sample_weight=weights, batch_size=8, epochs=2, verbose=0)
@@ -100,15 +112,14 @@ def test_save_load_and_checkpoint_resume_with_identical_next_steps(tmp_path):
     assert isinstance(loaded.optimizer, HessianFree)
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     np.testing.assert_allclose(loaded.optimizer.damping.numpy(), model.optimizer.damping.numpy())
-    np.testing.assert_allclose(loaded.optimizer.previous_solution.numpy(),
-                               model.optimizer.previous_solution.numpy())
+    np.testing.assert_allclose(
+        loaded.optimizer.previous_solution.numpy(), model.optimizer.previous_solution.numpy()
+    )
     checkpoint_model = make_model()
     checkpoint_model.compile(optimizer=HessianFree(damping=0.5), loss=CTCLoss())
     checkpoint_model.optimizer.build(checkpoint_model.trainable_variables)
-    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
-        str(tmp_path / "ckpt"))
-    tf.train.Checkpoint(model=checkpoint_model, optimizer=checkpoint_model.optimizer).restore(
-        path)
+    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=checkpoint_model, optimizer=checkpoint_model.optimizer).restore(path)
     for resumed in (loaded, checkpoint_model):
         resumed.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
     model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
@@ -140,8 +151,9 @@ def test_mixed_precision_overflow_skips_the_step_and_lowers_the_scale():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((8, 3)), keras.layers.Dense(6),
-                                  keras.layers.Dense(4)])
+        model = keras.Sequential(
+            [keras.Input((8, 3)), keras.layers.Dense(6), keras.layers.Dense(4)]
+        )
         model.compile(optimizer=GaussNewton(), loss=CTCLoss())
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
         assert history.history["accepted"] == [1.0, 1.0]
@@ -202,7 +214,8 @@ def test_callbacks_and_the_progress_bar_see_the_curvature_statistics(capsys):
     model.compile(optimizer=HessianFree(), loss=CTCLoss())
     seen = []
     callback = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: seen.append(dict(logs)))
+        on_train_batch_end=lambda batch, logs: seen.append(dict(logs))
+    )
     model.fit(x, y, batch_size=8, epochs=1, verbose=1, callbacks=[callback])
     assert len(seen) == 2
     assert all({"loss", "damping", "cg_iterations", "rho"} <= set(logs) for logs in seen)
@@ -230,8 +243,9 @@ def test_metrics_see_the_output_mask():
     x, y = data(16)
     x[::2, 5:] = 0.0  # half the lines are 5 frames long
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Masking(0.0),
-                              keras.layers.Dense(4)])
+    model = keras.Sequential(
+        [keras.Input((8, 3)), keras.layers.Masking(0.0), keras.layers.Dense(4)]
+    )
     model.compile(optimizer=GaussNewton(), loss=CTCLoss(), metrics=[ValidFrames()])
     history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert history.history["valid_frames"] == [16 * 8 - 8 * 3]
@@ -242,11 +256,17 @@ def test_fit_moves_batchnorm_statistics_and_dropout_seeds_once_per_step():
     x = rng.standard_normal((8, 6, 3)).astype("float32")
     y = rng.integers(1, 4, size=(8, 2)).astype("int32")
     keras.utils.set_random_seed(0)
-    seeds_only = keras.Sequential([keras.Input((6, 3)), keras.layers.Dropout(0.2),
-                                   keras.layers.Dense(5)])
-    with_statistics = keras.Sequential([keras.Input((6, 3)), keras.layers.Dropout(0.2),
-                                        keras.layers.BatchNormalization(),
-                                        keras.layers.Dense(5)])
+    seeds_only = keras.Sequential(
+        [keras.Input((6, 3)), keras.layers.Dropout(0.2), keras.layers.Dense(5)]
+    )
+    with_statistics = keras.Sequential(
+        [
+            keras.Input((6, 3)),
+            keras.layers.Dropout(0.2),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(5),
+        ]
+    )
     for model in (seeds_only, with_statistics):
         model.compile(optimizer=GaussNewton(max_cg_iterations=2), loss=CTCLoss())
         before = [np.array(v) for v in model.non_trainable_variables]

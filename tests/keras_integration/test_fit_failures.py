@@ -11,8 +11,12 @@ from ctc_newton.curvature.compiled import CompiledKerasOracle
 from ctc_newton.keras_integration import InfeasibleSequenceWarning
 from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
 
-OPTIMIZERS = {"hessian-free": HessianFree, "gauss-newton": GaussNewton,
-              "trust-ncg": TrustRegionNewtonCG, "lbfgs": lambda: LBFGS(max_iterations=4)}
+OPTIMIZERS = {
+    "hessian-free": HessianFree,
+    "gauss-newton": GaussNewton,
+    "trust-ncg": TrustRegionNewtonCG,
+    "lbfgs": lambda: LBFGS(max_iterations=4),
+}
 
 
 def data(n=32, frames=8):
@@ -24,8 +28,9 @@ def data(n=32, frames=8):
 
 def make_model():
     keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((8, 3)), keras.layers.Dense(6, activation="tanh"),
-                             keras.layers.Dense(4)])
+    return keras.Sequential(
+        [keras.Input((8, 3)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(4)]
+    )
 
 
 def weights(model):
@@ -47,8 +52,7 @@ def test_a_bad_batch_never_puts_nan_into_the_weights(name, bad):
     start = weights(model)
     model.compile(optimizer=OPTIMIZERS[name](), loss=CTCLoss())
     # The bad batch first, then a clean one (which is where NaN used to be written).
-    model.fit(x, y, sample_weight=sample_weight, batch_size=16, epochs=1, shuffle=False,
-              verbose=0)
+    model.fit(x, y, sample_weight=sample_weight, batch_size=16, epochs=1, shuffle=False, verbose=0)
     after = weights(model)
     assert all(np.all(np.isfinite(w)) for w in after)
     assert any(not np.array_equal(a, b) for a, b in zip(start, after))  # it still trains
@@ -69,24 +73,31 @@ class Interrupt:
             if self.calls == self.n:
                 raise KeyboardInterrupt
             return original(oracle, *args, **kwargs)
+
         return method
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("n", [3, pytest.param(2, marks=pytest.mark.slow),
-                               pytest.param(5, marks=pytest.mark.slow),
-                               pytest.param(9, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "n",
+    [
+        3,
+        pytest.param(2, marks=pytest.mark.slow),
+        pytest.param(5, marks=pytest.mark.slow),
+        pytest.param(9, marks=pytest.mark.slow),
+    ],
+)
 def test_an_interrupt_leaves_the_last_accepted_weights(monkeypatch, name, n):
     x, y = data()
     model = make_model()
     model.compile(optimizer=OPTIMIZERS[name](), loss=CTCLoss())
     accepted = [weights(model)]
     record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: accepted.append(weights(model)))
+        on_train_batch_end=lambda batch, logs: accepted.append(weights(model))
+    )
     Interrupt(monkeypatch, n)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, batch_size=16, epochs=20, shuffle=False, verbose=0,
-                  callbacks=[record])
+        model.fit(x, y, batch_size=16, epochs=20, shuffle=False, verbose=0, callbacks=[record])
     for now, then in zip(weights(model), accepted[-1]):
         np.testing.assert_array_equal(now, then)
 
@@ -159,8 +170,9 @@ def test_a_real_sigint_during_fit_leaves_the_last_accepted_weights(tmp_path, del
     import time
 
     script = os.path.join(os.path.dirname(__file__), "sigint_fit.py")
-    child = subprocess.Popen([sys.executable, script, str(tmp_path)], stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen(
+        [sys.executable, script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout.readline().strip() == "training"
     time.sleep(delay + 2.0)  # past the first traces, into the steps
     child.send_signal(signal.SIGINT)

@@ -39,8 +39,9 @@ def loss_and_gradient(fn, *args):
     return loss.numpy(), tape.gradient(loss, x).numpy()
 
 
-@pytest.mark.parametrize("name,labels,label_length,logit_length", BAD_ROW_CASES,
-                         ids=[c[0] for c in BAD_ROW_CASES])
+@pytest.mark.parametrize(
+    "name,labels,label_length,logit_length", BAD_ROW_CASES, ids=[c[0] for c in BAD_ROW_CASES]
+)
 def test_invalid_row_under_xla_is_nan_not_a_number(name, labels, label_length, logit_length):
     @tf.function(jit_compile=True)
     def fn(x, labels, label_length, logit_length):
@@ -65,16 +66,19 @@ def test_invalid_row_through_keras_compile_with_jit():
     assert np.isnan(model.evaluate(x, y, verbose=0))
 
 
-@pytest.mark.parametrize("name,labels,label_length,logit_length", BAD_ROW_CASES,
-                         ids=[c[0] for c in BAD_ROW_CASES])
+@pytest.mark.parametrize(
+    "name,labels,label_length,logit_length", BAD_ROW_CASES, ids=[c[0] for c in BAD_ROW_CASES]
+)
 def test_static_values_raise_at_trace_time(name, labels, label_length, logit_length):
     @tf.function(jit_compile=True)
     def fn(x):
-        return ctc_loss(tf.constant(labels), x, tf.constant(label_length),
-                        tf.constant(logit_length))
+        return ctc_loss(
+            tf.constant(labels), x, tf.constant(label_length), tf.constant(logit_length)
+        )
 
-    with pytest.raises(tf.errors.InvalidArgumentError, match="`(labels|label_length|"
-                                                             "logit_length)`"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="`(labels|label_length|logit_length)`"
+    ):
         fn.get_concrete_function(tf.TensorSpec([3, 8, K]))
 
 
@@ -89,8 +93,9 @@ def test_nan_on_a_valid_frame_is_nan(zero_infinity, bad):
         tape.watch(x)
         loss = ctc_loss(LABELS, x, LABEL_LENGTH, LOGIT_LENGTH, zero_infinity=zero_infinity)
     grad = tape.gradient(loss, x).numpy()
-    reference = tf.nn.ctc_loss(LABELS, logits, LABEL_LENGTH, LOGIT_LENGTH,
-                               logits_time_major=False).numpy()
+    reference = tf.nn.ctc_loss(
+        LABELS, logits, LABEL_LENGTH, LOGIT_LENGTH, logits_time_major=False
+    ).numpy()
     assert np.isnan(loss[0]) and np.isnan(reference[0])
     assert np.all(np.isnan(grad[0]))
     assert np.all(np.isfinite(loss[1:])) and np.all(np.isfinite(grad[1:]))
@@ -116,31 +121,34 @@ def test_zero_frames(xla):
         grad = tape.gradient(loss, logits)
         np.testing.assert_array_equal(loss.numpy(), [np.inf, 0.0])
         assert grad.shape == (2, 0, K)
-        reference = tf.nn.ctc_loss(tf.constant([[1], [0]]), tf.zeros([2, 1, K]), [1, 0],
-                                   [0, 0], logits_time_major=False)
+        reference = tf.nn.ctc_loss(
+            tf.constant([[1], [0]]), tf.zeros([2, 1, K]), [1, 0], [0, 0], logits_time_major=False
+        )
         assert reference.numpy()[1] == 0.0
     finally:
         set_xla(True)
 
 
 def test_sparse_labels_with_gaps_match_tf():
-    sparse = tf.SparseTensor([[0, 0], [0, 2], [0, 5], [1, 1], [2, 3]], [1, 2, 3, 4, 2],
-                             [3, 6])
+    sparse = tf.SparseTensor([[0, 0], [0, 2], [0, 5], [1, 1], [2, 3]], [1, 2, 3, 4, 2], [3, 6])
     ours = ctc_loss(sparse, LOGITS, None, LOGIT_LENGTH).numpy()
-    theirs = tf.nn.ctc_loss(sparse, LOGITS, None, LOGIT_LENGTH, logits_time_major=False,
-                            blank_index=0).numpy()
+    theirs = tf.nn.ctc_loss(
+        sparse, LOGITS, None, LOGIT_LENGTH, logits_time_major=False, blank_index=0
+    ).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
-    packed = ctc_loss([[1, 2, 3], [4, 0, 0], [2, 0, 0]], LOGITS, [3, 1, 1],
-                      LOGIT_LENGTH).numpy()
+    packed = ctc_loss([[1, 2, 3], [4, 0, 0], [2, 0, 0]], LOGITS, [3, 1, 1], LOGIT_LENGTH).numpy()
     np.testing.assert_allclose(ours, packed, rtol=1e-6)
 
 
 @pytest.mark.parametrize("which", ["labels", "label_length", "logit_length"])
 def test_int64_beyond_int32_does_not_wrap_into_range(which):
-    args = dict(labels=LABELS.astype(np.int64), label_length=LABEL_LENGTH.astype(np.int64),
-                logit_length=LOGIT_LENGTH.astype(np.int64))
+    args = dict(
+        labels=LABELS.astype(np.int64),
+        label_length=LABEL_LENGTH.astype(np.int64),
+        logit_length=LOGIT_LENGTH.astype(np.int64),
+    )
     args[which] = args[which].copy()
-    args[which].flat[0] = 2 ** 32 + 1  # an int32 cast would make it 1
+    args[which].flat[0] = 2**32 + 1  # an int32 cast would make it 1
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"`{which}`"):
         ctc_loss(args["labels"], LOGITS, args["label_length"], args["logit_length"])
 

@@ -37,16 +37,34 @@ def test_every_op_has_a_gpu_kernel():
     set_xla(False)  # inspect the plain TF ops that XLA would otherwise compile
     try:
         fn = tf.function(products).get_concrete_function(
-            tf.TensorSpec([2, 6, 4], tf.float32), tf.TensorSpec([2, 6, 4], tf.float32),
-            tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.int32))
+            tf.TensorSpec([2, 6, 4], tf.float32),
+            tf.TensorSpec([2, 6, 4], tf.float32),
+            tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([2], tf.int32),
+        )
     finally:
         set_xla(True)
-    structural = {"Placeholder", "NoOp", "Const", "Identity", "IdentityN", "While",
-                  "StatelessWhile", "PartitionedCall", "StatefulPartitionedCall", "_Arg",
-                  "_Retval", "Assert", "If", "StatelessIf"}  # control flow runs anywhere
-    missing = sorted(op for op in graph_ops(fn) - structural
-                     if not any(k.device_type == "GPU" for k in
-                                kernels.get_registered_kernels_for_op(op).kernel))
+    structural = {
+        "Placeholder",
+        "NoOp",
+        "Const",
+        "Identity",
+        "IdentityN",
+        "While",
+        "StatelessWhile",
+        "PartitionedCall",
+        "StatefulPartitionedCall",
+        "_Arg",
+        "_Retval",
+        "Assert",
+        "If",
+        "StatelessIf",
+    }  # control flow runs anywhere
+    missing = sorted(
+        op
+        for op in graph_ops(fn) - structural
+        if not any(k.device_type == "GPU" for k in kernels.get_registered_kernels_for_op(op).kernel)
+    )
     assert not missing, f"ops without a GPU kernel: {missing}"
 
 

@@ -38,8 +38,9 @@ def test_empty_labels_are_exact(rng):
     logits = rng.standard_normal((2, 6, 4))
     loss, grad = loss_and_grad(np.zeros((2, 0), np.int32), logits, [0, 0], [6, 4])
     log_probs = tf.nn.log_softmax(logits).numpy()
-    np.testing.assert_allclose(loss, [-log_probs[0, :, 0].sum(), -log_probs[1, :4, 0].sum()],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        loss, [-log_probs[0, :, 0].sum(), -log_probs[1, :4, 0].sum()], rtol=1e-12
+    )
     expected = tf.nn.softmax(logits).numpy()
     expected[:, :, 0] -= 1
     expected[1, 4:] = 0
@@ -90,10 +91,14 @@ def test_half_precision_computed_in_float32(rng, dtype):
 def test_tf_function_does_not_retrace_for_new_lengths(rng):
     traces = []
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 5], tf.float32),
-                                  tf.TensorSpec([None, None], tf.int32),
-                                  tf.TensorSpec([None], tf.int32),
-                                  tf.TensorSpec([None], tf.int32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, 5], tf.float32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32),
+        ]
+    )
     def fn(logits, labels, label_length, logit_length):
         traces.append(1)
         with tf.GradientTape() as tape:

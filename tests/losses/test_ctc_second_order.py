@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctc_newton import (ctc_gauss_newton_vector_product, ctc_hessian_vector_product,
-                        ctc_loss)
+from ctc_newton import ctc_gauss_newton_vector_product, ctc_hessian_vector_product, ctc_loss
 
 FRAMES, CLASSES = 14, 6
 LABELS = np.array([[1, 2, 2, 3], [4, 4, 0, 0], [5, 1, 3, 0]], np.int32)
@@ -117,11 +116,13 @@ def test_gauss_newton_is_psd_and_the_framewise_softmax_hessian(point):
         outer.watch(xt)
         with tf.GradientTape() as inner:
             inner.watch(xt)
-            ce = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(occupancy, xt)
-                               * frame_mask()[:, :, 0])
+            ce = tf.reduce_sum(
+                tf.nn.softmax_cross_entropy_with_logits(occupancy, xt) * frame_mask()[:, :, 0]
+            )
         g = inner.gradient(ce, xt)
-    np.testing.assert_allclose(outer.gradient(g, xt, output_gradients=tf.constant(v)), gv,
-                               atol=1e-13)
+    np.testing.assert_allclose(
+        outer.gradient(g, xt, output_gradients=tf.constant(v)), gv, atol=1e-13
+    )
 
 
 def test_third_derivative_raises_instead_of_returning_a_wrong_number(point):
@@ -174,15 +175,19 @@ def model_hvp_check(model, inputs, rng, tolerance=1e-6):
 @pytest.mark.parametrize("layer", ["dense", "conv1d", "lstm", "gru"])
 def test_hvp_through_keras_model_matches_finite_differences(rng, layer):
     keras.utils.set_random_seed(0)
-    hidden = {"dense": lambda: keras.layers.Dense(8, activation="tanh", dtype="float64"),
-              "conv1d": lambda: keras.layers.Conv1D(6, 3, padding="same", activation="tanh",
-                                                    dtype="float64"),
-              "lstm": lambda: keras.layers.LSTM(5, return_sequences=True, use_cudnn=False,
-                                                dtype="float64"),
-              "gru": lambda: keras.layers.GRU(5, return_sequences=True, use_cudnn=False,
-                                              dtype="float64")}[layer]
-    model = keras.Sequential([keras.Input((7, 3), dtype="float64"), hidden(),
-                              keras.layers.Dense(5, dtype="float64")])
+    hidden = {
+        "dense": lambda: keras.layers.Dense(8, activation="tanh", dtype="float64"),
+        "conv1d": lambda: keras.layers.Conv1D(
+            6, 3, padding="same", activation="tanh", dtype="float64"
+        ),
+        "lstm": lambda: keras.layers.LSTM(
+            5, return_sequences=True, use_cudnn=False, dtype="float64"
+        ),
+        "gru": lambda: keras.layers.GRU(5, return_sequences=True, use_cudnn=False, dtype="float64"),
+    }[layer]
+    model = keras.Sequential(
+        [keras.Input((7, 3), dtype="float64"), hidden(), keras.layers.Dense(5, dtype="float64")]
+    )
     inputs = tf.constant(rng.standard_normal((2, 7, 3)))
     model_hvp_check(model, inputs, rng)
 
@@ -192,8 +197,9 @@ def test_repeated_products_at_one_point_reuse_stored_weights(point):
     from ctc_newton.losses.ctc import CTCPoint
 
     x, v, u = point
-    lattice = build_lattice(tf.constant(LABELS), tf.constant(LABEL_LENGTH),
-                            tf.constant(LOGIT_LENGTH), 0, tf.float64)
+    lattice = build_lattice(
+        tf.constant(LABELS), tf.constant(LABEL_LENGTH), tf.constant(LOGIT_LENGTH), 0, tf.float64
+    )
     at = CTCPoint(tf.constant(x), lattice, tf.constant(LOGIT_LENGTH))
     first = at.hessian_vector_product(tf.constant(v)).numpy()  # fused weights
     again = at.hessian_vector_product(tf.constant(v)).numpy()  # stored weights

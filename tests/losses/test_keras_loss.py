@@ -25,10 +25,11 @@ def test_keras_convention_equals_functional_loss(rng):
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(
         CTCLoss(reduction=None)(labels, logits).numpy(),
-        ctc_loss(labels, logits, lengths, np.full(8, 12)).numpy(), rtol=1e-6)
+        ctc_loss(labels, logits, lengths, np.full(8, 12)).numpy(),
+        rtol=1e-6,
+    )
     # Keras' own CTC loss agrees on its convention.
-    np.testing.assert_allclose(loss.numpy(), keras.losses.CTC()(labels, logits).numpy(),
-                               rtol=1e-4)
+    np.testing.assert_allclose(loss.numpy(), keras.losses.CTC()(labels, logits).numpy(), rtol=1e-4)
 
 
 def test_sample_weight_and_explicit_lengths(rng):
@@ -36,8 +37,9 @@ def test_sample_weight_and_explicit_lengths(rng):
     logits = rng.standard_normal((8, 12, 5)).astype(np.float32)
     frames = rng.integers(9, 13, size=8).astype(np.int32)
     weights = rng.random(8).astype(np.float32)
-    loss = CTCLoss(reduction="sum")({"labels": labels, "logit_length": frames}, logits,
-                                    sample_weight=weights)
+    loss = CTCLoss(reduction="sum")(
+        {"labels": labels, "logit_length": frames}, logits, sample_weight=weights
+    )
     expected = np.sum(weights * ctc_loss(labels, logits, lengths, frames).numpy())
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
 
@@ -69,23 +71,25 @@ def test_fit_uses_mask_for_logit_lengths(rng):
 
 def test_float64_model(rng):
     x, labels, lengths = data(rng)
-    model = keras.Sequential([keras.Input((12, 3), dtype="float64"),
-                              keras.layers.Dense(5, dtype="float64")])
+    model = keras.Sequential(
+        [keras.Input((12, 3), dtype="float64"), keras.layers.Dense(5, dtype="float64")]
+    )
     model.compile(optimizer="sgd", loss=CTCLoss())
     logits = model(x.astype(np.float64))
     loss = CTCLoss()(labels, logits)
     assert loss.dtype == tf.float64
-    np.testing.assert_allclose(model.evaluate(x.astype(np.float64), labels, verbose=0),
-                               loss.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.evaluate(x.astype(np.float64), labels, verbose=0), loss.numpy(), rtol=1e-6
+    )
 
 
 def test_config_round_trip(tmp_path, rng):
-    loss = CTCLoss(blank_index=-1, padding_value=-1, zero_infinity=True, reduction="sum",
-                   name="my_ctc")
+    loss = CTCLoss(
+        blank_index=-1, padding_value=-1, zero_infinity=True, reduction="sum", name="my_ctc"
+    )
     restored = CTCLoss.from_config(loss.get_config())
     assert restored.get_config() == loss.get_config()
-    assert keras.losses.deserialize(keras.losses.serialize(loss)).get_config() == \
-        loss.get_config()
+    assert keras.losses.deserialize(keras.losses.serialize(loss)).get_config() == loss.get_config()
     model = keras.Sequential([keras.Input((12, 3)), keras.layers.Dense(5)])
     model.compile(optimizer="sgd", loss=loss)
     model.save(tmp_path / "m.keras")

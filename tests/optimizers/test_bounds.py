@@ -15,9 +15,13 @@ def rosenbrock(x):
 
 def test_bounded_rosenbrock_matches_scipy_and_leaves_the_variables_feasible():
     bounds = [(-2.0, 0.5), (None, 2.0), (-2.0, None)]
-    reference = scipy.optimize.minimize(scipy.optimize.rosen, [-1.2, 1.0, 1.0],
-                                        jac=scipy.optimize.rosen_der, method="L-BFGS-B",
-                                        bounds=bounds)
+    reference = scipy.optimize.minimize(
+        scipy.optimize.rosen,
+        [-1.2, 1.0, 1.0],
+        jac=scipy.optimize.rosen_der,
+        method="L-BFGS-B",
+        bounds=bounds,
+    )
     x = tf.Variable([-1.2, 1.0, 1.0], dtype=tf.float64)
     result = minimize(lambda: rosenbrock(x), [x], method="lbfgs", bounds=bounds)
     assert result.success, result.message
@@ -40,8 +44,13 @@ def test_bounds_forms_a_callback_stop_and_clear_errors():
     x = tf.Variable([3.0, 3.0], dtype=tf.float64)
     with pytest.raises(ValueError, match="`bounds` works with method='lbfgs'"):
         minimize(lambda: rosenbrock(x), [x], method="trust-ncg", bounds=(0, 1))
-    result = minimize(lambda: rosenbrock(x), [x], method="lbfgs", bounds=(0.0, 1.5),
-                      callback=lambda state: state.nit >= 2)
+    result = minimize(
+        lambda: rosenbrock(x),
+        [x],
+        method="lbfgs",
+        bounds=(0.0, 1.5),
+        callback=lambda state: state.nit >= 2,
+    )
     assert result.message == "stopped by the callback" and result.nit == 2
     assert np.all((0 <= x.numpy()) & (x.numpy() <= 1.5))  # the start was clipped in
 
@@ -54,8 +63,15 @@ def test_an_interrupt_leaves_the_last_accepted_iterate():
         loss = InterruptAt(lambda: rosenbrock(x), n)
         points = [x.numpy().copy()]
         try:
-            minimize(loss, [x], method="lbfgs", bounds=(-2.0, 0.8), maxiter=8, compiled=False,
-                     callback=lambda state: points.append(np.array(state.x[0])) and False)
+            minimize(
+                loss,
+                [x],
+                method="lbfgs",
+                bounds=(-2.0, 0.8),
+                maxiter=8,
+                compiled=False,
+                callback=lambda state: points.append(np.array(state.x[0])) and False,
+            )
         except KeyboardInterrupt:
             return x.numpy(), points, True
         return x.numpy(), points, False

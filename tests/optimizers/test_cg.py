@@ -36,7 +36,8 @@ def test_traced_solves_equal_the_eager_solve(name, cap, definite):
     np.testing.assert_allclose(traced.step, eager.step, rtol=1e-10, atol=1e-12)
     assert int(traced.iterations) == int(eager.iterations)
     assert bool(traced.negative_curvature) == bool(eager.negative_curvature)
-    np.testing.assert_allclose(float(traced.model_value), float(eager.model_value),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        float(traced.model_value), float(eager.model_value), rtol=1e-10, atol=1e-12
+    )
     if name == "martens":
         assert [i for i, _, _ in traced.iterates()] == [i for i, _, _ in eager.iterates()]

@@ -13,15 +13,18 @@ METHODS = ["newton-cg", "trust-ncg", "lbfgs"]
 
 
 def quartic(w):
-    return tf.reduce_sum((w - 1.0) ** 4) + tf.reduce_sum(w ** 2) + w[0] * w[1]
+    return tf.reduce_sum((w - 1.0) ** 4) + tf.reduce_sum(w**2) + w[0] * w[1]
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("name,fn", [
-    ("linear", lambda v: tf.reduce_sum(v)),
-    ("concave", lambda v: -tf.reduce_sum(v ** 4)),
-    ("-sq", lambda v: -tf.reduce_sum(v ** 2)),
-])
+@pytest.mark.parametrize(
+    "name,fn",
+    [
+        ("linear", lambda v: tf.reduce_sum(v)),
+        ("concave", lambda v: -tf.reduce_sum(v**4)),
+        ("-sq", lambda v: -tf.reduce_sum(v**2)),
+    ],
+)
 def test_unbounded_problems_fail_honestly_with_finite_variables(method, name, fn):
     v = tf.Variable([1.0, 2.0], dtype=tf.float64)
     result = minimize(lambda: fn(v), [v], method=method, maxiter=100)
@@ -33,8 +36,9 @@ def test_unbounded_problems_fail_honestly_with_finite_variables(method, name, fn
 def test_lbfgs_on_a_linear_function_reports_failure_at_its_last_accepted_point():
     v = tf.Variable([1.0, 2.0], dtype=tf.float64)
     seen = []
-    result = minimize(lambda: tf.reduce_sum(v), [v], method="lbfgs",
-                      callback=lambda r: seen.append(r.x[0].copy()))
+    result = minimize(
+        lambda: tf.reduce_sum(v), [v], method="lbfgs", callback=lambda r: seen.append(r.x[0].copy())
+    )
     assert not result.success and result.status == 2
     assert np.all(np.isfinite(v.numpy()))
     # The failed iteration went back to where it started: the last accepted point.
@@ -62,7 +66,7 @@ def test_lbfgs_run_from_a_nonfinite_point_does_not_move_or_forget():
 @pytest.mark.parametrize("method", ["trust-ncg", "newton-cg", "lbfgs"])
 def test_a_zero_gradient_is_a_zero_step_and_a_success(method):
     v = tf.Variable([0.0, 0.0], dtype=tf.float64)
-    result = minimize(lambda: tf.reduce_sum(v ** 2), [v], method=method, gtol=0.0)
+    result = minimize(lambda: tf.reduce_sum(v**2), [v], method=method, gtol=0.0)
     assert result.success and result.nit == 0
     np.testing.assert_array_equal(v.numpy(), [0.0, 0.0])
 
@@ -70,8 +74,9 @@ def test_a_zero_gradient_is_a_zero_step_and_a_success(method):
 def test_nan_objective_is_not_success():
     v = tf.Variable([1.0, 2.0], dtype=tf.float64)
     for method in METHODS:
-        result = minimize(lambda: tf.reduce_sum(v * 0) + tf.constant(np.nan, tf.float64),
-                          [v], method=method)
+        result = minimize(
+            lambda: tf.reduce_sum(v * 0) + tf.constant(np.nan, tf.float64), [v], method=method
+        )
         assert not result.success and result.status == 2, method
 
 
@@ -90,8 +95,13 @@ def test_lbfgs_calls_back_and_displays_each_iteration_with_the_same_iterates(cap
     plain = minimize(lambda: quartic(v), [v], method="lbfgs")
     v.assign([3.0, -2.0])
     seen = []
-    watched = minimize(lambda: quartic(v), [v], method="lbfgs", display=True,
-                       callback=lambda r: seen.append(float(r.fun)))
+    watched = minimize(
+        lambda: quartic(v),
+        [v],
+        method="lbfgs",
+        display=True,
+        callback=lambda r: seen.append(float(r.fun)),
+    )
     assert plain.success and watched.success and watched.nit == plain.nit
     assert len(seen) == watched.nit
     np.testing.assert_allclose(watched.x[0], plain.x[0], rtol=1e-12)
@@ -104,12 +114,15 @@ def test_lbfgs_success_needs_a_small_gradient():
     assert not result.success and result.status == 1
 
 
-@pytest.mark.parametrize("make,pattern", [
-    (lambda: HessianFree(max_line_search_steps=0), "max_line_search_steps"),
-    (lambda: minimize(lambda: tf.constant(1.0), []), "variables_or_x0"),
-    (lambda: minimize(lambda: tf.constant(1.0), [], method="lbfgs"), "variables_or_x0"),
-    (lambda: minimize(lambda: tf.constant(1.0), np.ones(2), gtol=float("nan")), "gtol"),
-])
+@pytest.mark.parametrize(
+    "make,pattern",
+    [
+        (lambda: HessianFree(max_line_search_steps=0), "max_line_search_steps"),
+        (lambda: minimize(lambda: tf.constant(1.0), []), "variables_or_x0"),
+        (lambda: minimize(lambda: tf.constant(1.0), [], method="lbfgs"), "variables_or_x0"),
+        (lambda: minimize(lambda: tf.constant(1.0), np.ones(2), gtol=float("nan")), "gtol"),
+    ],
+)
 def test_bad_arguments_raise_naming_them(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
@@ -119,8 +132,7 @@ def test_mixed_dtypes_raise_naming_the_argument():
     a = tf.Variable([1.0], dtype=tf.float32)
     b = tf.Variable([1.0], dtype=tf.float64)
     with pytest.raises(ValueError, match="`variables_or_x0` mixes dtypes"):
-        minimize(lambda: tf.cast(tf.reduce_sum(a ** 2), tf.float64) + tf.reduce_sum(b ** 2),
-                 [a, b])
+        minimize(lambda: tf.cast(tf.reduce_sum(a**2), tf.float64) + tf.reduce_sum(b**2), [a, b])
 
 
 class InterruptAt:
@@ -141,20 +153,26 @@ def least_squares_oracle(v, loss):
     observed = 2.0 * tf.exp(-1.5 * t)
     return CurvatureOracle.from_outputs(
         lambda: (loss(), v[0] * tf.exp(v[1] * t) - observed)[1],
-        lambda r: 0.5 * tf.reduce_sum(r ** 2), [v])
+        lambda r: 0.5 * tf.reduce_sum(r**2),
+        [v],
+    )
 
 
 @pytest.mark.parametrize("every", [6, pytest.param(1, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("method", ["newton-cg", "trust-ncg", "lbfgs", "gauss-newton",
-                                    "hessian-free"])
+@pytest.mark.parametrize(
+    "method", ["newton-cg", "trust-ncg", "lbfgs", "gauss-newton", "hessian-free"]
+)
 def test_an_interrupt_anywhere_leaves_the_last_accepted_point(method, every):
     def run(n):
         v = tf.Variable([1.0, -1.0], dtype=tf.float64)
         loss = InterruptAt(lambda: quartic(v), n)
         points = [v.numpy().copy()]
         try:
-            args = ((least_squares_oracle(v, loss),) if method in (
-                "gauss-newton", "hessian-free") else (loss, [v]))
+            args = (
+                (least_squares_oracle(v, loss),)
+                if method in ("gauss-newton", "hessian-free")
+                else (loss, [v])
+            )
 
             def record(r):
                 points.append(np.array(r.x[0]).reshape(-1).copy())

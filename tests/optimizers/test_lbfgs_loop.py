@@ -35,13 +35,20 @@ def test_search_direction_is_the_bfgs_inverse_times_the_gradient(seed, filled):
     for i, (s, y) in enumerate(kept):
         queue[0, m - len(kept) + i], queue[1, m - len(kept) + i] = s, y
     g = rng.standard_normal(n)
-    state = _lbfgs_loop.initial_state(tf.zeros(n, tf.float64), tf.constant(0.0, tf.float64),
-                                      tf.constant(g), m, 0.0)
-    state = state._replace(num_iterations=tf.constant(filled),
-                           position_deltas=tf.constant(queue[0]),
-                           gradient_deltas=tf.constant(queue[1]))
-    np.testing.assert_allclose(_lbfgs_loop.search_direction(state).numpy(),
-                               dense_bfgs_direction(kept, g), rtol=1e-9, atol=1e-12)
+    state = _lbfgs_loop.initial_state(
+        tf.zeros(n, tf.float64), tf.constant(0.0, tf.float64), tf.constant(g), m, 0.0
+    )
+    state = state._replace(
+        num_iterations=tf.constant(filled),
+        position_deltas=tf.constant(queue[0]),
+        gradient_deltas=tf.constant(queue[1]),
+    )
+    np.testing.assert_allclose(
+        _lbfgs_loop.search_direction(state).numpy(),
+        dense_bfgs_direction(kept, g),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 def rosenbrock(x):
@@ -54,8 +61,13 @@ def test_iterations_cost_about_one_evaluation_like_scipy():
     x0 = np.tile([-1.2, 1.0], 5)
     v = tf.Variable(x0)
     ours = minimize(lambda: rosenbrock(v), [v], method="lbfgs", gtol=1e-8)
-    reference = scipy.optimize.minimize(scipy.optimize.rosen, x0, method="L-BFGS-B",
-                                        jac=scipy.optimize.rosen_der, options=dict(gtol=1e-8))
+    reference = scipy.optimize.minimize(
+        scipy.optimize.rosen,
+        x0,
+        method="L-BFGS-B",
+        jac=scipy.optimize.rosen_der,
+        options=dict(gtol=1e-8),
+    )
     assert ours.success, ours.message
     np.testing.assert_allclose(ours.x[0], np.ones(10), atol=1e-6)
     assert ours.nit <= 1.5 * reference.nit, (ours.nit, reference.nit)
@@ -68,10 +80,14 @@ def test_line_search_backs_off_where_the_loss_is_not_finite():
     v = tf.Variable([0.0], dtype=tf.float64)
     assert ctc_newton.minimize is minimize  # also importable from the top level
     result = ctc_newton.minimize(
-        lambda: tf.reduce_sum((v - 0.9) ** 2 - tf.math.log(1 - v ** 2)), [v], method="lbfgs")
-    exact = scipy.optimize.minimize_scalar(lambda x: (x - 0.9) ** 2 - np.log(1 - x * x),
-                                           bounds=(-0.999, 0.999), method="bounded",
-                                           options=dict(xatol=1e-10))
+        lambda: tf.reduce_sum((v - 0.9) ** 2 - tf.math.log(1 - v**2)), [v], method="lbfgs"
+    )
+    exact = scipy.optimize.minimize_scalar(
+        lambda x: (x - 0.9) ** 2 - np.log(1 - x * x),
+        bounds=(-0.999, 0.999),
+        method="bounded",
+        options=dict(xatol=1e-10),
+    )
     assert result.success, result.message
     assert np.isfinite(result.fun)
     np.testing.assert_allclose(result.x[0], [exact.x], atol=1e-6)
@@ -82,15 +98,15 @@ def test_line_search_finds_strong_wolfe_points(scale):
     # A 1-D quartic along the steepest-descent direction, at several step scales:
     # whatever the trial step, the point returned satisfies both Wolfe conditions.
     def value_and_gradients(x):
-        return tf.reduce_sum(scale * x ** 4 - x), 4 * scale * x ** 3 - 1
+        return tf.reduce_sum(scale * x**4 - x), 4 * scale * x**3 - 1
 
     position = tf.constant([0.3], tf.float64)
     value, gradient = value_and_gradients(position)
     state = _lbfgs_loop.initial_state(position, value, gradient, 3, 0.0)._replace(
-        num_iterations=tf.constant(1))  # a unit trial step, as with a memory
+        num_iterations=tf.constant(1)
+    )  # a unit trial step, as with a memory
     direction = -gradient
-    point, evaluations, found = _lbfgs_loop._line_search(value_and_gradients, state,
-                                                         direction, 50)
+    point, evaluations, found = _lbfgs_loop._line_search(value_and_gradients, state, direction, 50)
     slope = float(tf.reduce_sum(gradient * direction))
     assert bool(found)
     assert float(point.f) <= float(value) + 1e-4 * float(point.x) * slope

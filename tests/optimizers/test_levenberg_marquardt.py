@@ -29,8 +29,10 @@ def test_from_residuals_value_gradient_products_and_jacobian():
     w = tf.Variable(rng.standard_normal(2))
     # Two residual tensors, the second weighted 4 (scaled by 2): r = [a x - 1, 2 (w w^T)...]
     oracle = CurvatureOracle.from_residuals(
-        lambda: [tf.linalg.matvec(a, x) - 1.0, tf.concat([w * w, w], 0) - b], [x, w],
-        weights=[1.0, 4.0])
+        lambda: [tf.linalg.matvec(a, x) - 1.0, tf.concat([w * w, w], 0) - b],
+        [x, w],
+        weights=[1.0, 4.0],
+    )
     r1 = a @ x.numpy() - 1.0
     wv = w.numpy()
     r2 = np.concatenate([wv * wv, wv]) - b
@@ -46,13 +48,14 @@ def test_from_residuals_value_gradient_products_and_jacobian():
     v = rng.standard_normal(5)
     np.testing.assert_allclose(
         flatten(oracle.gauss_newton_vector_product(unflatten(tf.constant(v), [x, w]))),
-        jacobian.T @ jacobian @ v, rtol=1e-12)
+        jacobian.T @ jacobian @ v,
+        rtol=1e-12,
+    )
     assert oracle.supports_residual_jacobian and oracle.compiled().supports_residual_jacobian
-    plain = CurvatureOracle.from_function(lambda: tf.reduce_sum(x ** 2), [x])
+    plain = CurvatureOracle.from_function(lambda: tf.reduce_sum(x**2), [x])
     assert not plain.supports_residual_jacobian
     with pytest.raises(ValueError, match="from_residuals"):
-        CurvatureOracle.from_outputs(lambda: x, lambda o: tf.reduce_sum(o), [x]) \
-            .residual_jacobian()
+        CurvatureOracle.from_outputs(lambda: x, lambda o: tf.reduce_sum(o), [x]).residual_jacobian()
     with pytest.raises(ValueError, match="`weights` must be finite and >= 0"):
         CurvatureOracle.from_residuals(lambda: x, [x], weights=[-1.0])
 
@@ -61,13 +64,13 @@ def test_from_residuals_value_gradient_products_and_jacobian():
 def test_reaches_scipy_lm_solution_on_a_curve_fit(dense_limit):
     t, y = decay_data()
     start = np.array([1.0, 0.5, 0.0])
-    reference = scipy.optimize.least_squares(decay_residuals, start, method="lm",
-                                             args=(t, y), xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    reference = scipy.optimize.least_squares(
+        decay_residuals, start, method="lm", args=(t, y), xtol=1e-14, ftol=1e-14, gtol=1e-14
+    )
     p = tf.Variable(start)
     tt, yy = tf.constant(t), tf.constant(y)
     oracle = CurvatureOracle.from_residuals(lambda: p[0] * tf.exp(-p[1] * tt) + p[2] - yy, [p])
-    result = minimize(oracle, method="levenberg-marquardt", gtol=1e-10,
-                      dense_limit=dense_limit)
+    result = minimize(oracle, method="levenberg-marquardt", gtol=1e-10, dense_limit=dense_limit)
     assert result.success, result.message
     np.testing.assert_allclose(result.x[0], reference.x, rtol=1e-7)
     assert result.fun == pytest.approx(reference.cost, rel=1e-10)
@@ -78,10 +81,12 @@ def test_reaches_scipy_lm_solution_on_a_curve_fit(dense_limit):
 def test_rosenbrock_residuals_converge_from_the_classic_start():
     x = tf.Variable([-1.2, 1.0], dtype=tf.float64)
     oracle = CurvatureOracle.from_residuals(
-        lambda: tf.stack([10 * (x[1] - x[0] ** 2), 1 - x[0]]), [x])
+        lambda: tf.stack([10 * (x[1] - x[0] ** 2), 1 - x[0]]), [x]
+    )
     result = minimize(oracle, method="levenberg-marquardt", gtol=1e-10)
     reference = scipy.optimize.least_squares(
-        lambda v: [10 * (v[1] - v[0] ** 2), 1 - v[0]], [-1.2, 1.0], method="lm")
+        lambda v: [10 * (v[1] - v[0] ** 2), 1 - v[0]], [-1.2, 1.0], method="lm"
+    )
     assert result.success, result.message
     np.testing.assert_allclose(result.x[0], [1.0, 1.0], atol=1e-8)
     np.testing.assert_allclose(reference.x, [1.0, 1.0], atol=1e-6)
@@ -107,8 +112,9 @@ def test_keras_fit_and_save_load_on_a_regression():
     x = rng.uniform(-1, 1, (64, 2))
     y = np.sin(2 * x[:, :1]) * x[:, 1:]
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)]
+    )
     model.compile(optimizer=LevenbergMarquardt(damping=1e-2, max_cg_iterations=20), loss="mse")
     history = model.fit(x, y, batch_size=64, epochs=15, verbose=0)
     losses = history.history["loss"]

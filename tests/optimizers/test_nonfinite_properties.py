@@ -9,14 +9,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctc_newton import CTCLoss, CurvatureOracle
-from ctc_newton.optimizers import (LBFGS, GaussNewton, HessianFree, LineSearchNewtonCG,
-                                   TrustRegionNewtonCG, minimize)
+from ctc_newton.optimizers import (
+    LBFGS,
+    GaussNewton,
+    HessianFree,
+    LineSearchNewtonCG,
+    TrustRegionNewtonCG,
+    minimize,
+)
 
 BAD = st.sampled_from([np.nan, np.inf, -np.inf])
 SCHEDULES = st.dictionaries(st.integers(0, 60), BAD, max_size=12)
-MAKERS = {"newton-cg": lambda: LineSearchNewtonCG(), "trust-ncg": TrustRegionNewtonCG,
-          "gauss-newton": GaussNewton, "hessian-free": lambda: HessianFree(max_cg_iterations=8),
-          "lbfgs": lambda: LBFGS(max_iterations=3)}
+MAKERS = {
+    "newton-cg": lambda: LineSearchNewtonCG(),
+    "trust-ncg": TrustRegionNewtonCG,
+    "gauss-newton": GaussNewton,
+    "hessian-free": lambda: HessianFree(max_cg_iterations=8),
+    "lbfgs": lambda: LBFGS(max_iterations=3),
+}
 # Example counts come from the hypothesis profile (tests/conftest.py).
 PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -37,7 +47,9 @@ def least_squares(params, poison):
     observed = 2.0 * tf.exp(-1.5 * t)
     return CurvatureOracle.from_outputs(
         lambda: params[0] * tf.exp(params[1] * t) - observed + poison(),
-        lambda r: 0.5 * tf.reduce_sum(r ** 2), [params])
+        lambda r: 0.5 * tf.reduce_sum(r**2),
+        [params],
+    )
 
 
 class PoisonedOracle:
@@ -87,8 +99,12 @@ def test_minimize_never_ends_at_a_nonfinite_point(method, schedule):
     if method in ("gauss-newton", "hessian-free"):
         result = minimize(least_squares(params, poison), method=method, maxiter=8)
     else:
-        result = minimize(lambda: tf.reduce_sum((params - 1.0) ** 4) + params[0] * params[1]
-                          + poison(), [params], method=method, maxiter=8)
+        result = minimize(
+            lambda: tf.reduce_sum((params - 1.0) ** 4) + params[0] * params[1] + poison(),
+            [params],
+            method=method,
+            maxiter=8,
+        )
     assert np.all(np.isfinite(params.numpy()))
     if result.success:
         assert np.isfinite(result.fun)
@@ -96,8 +112,11 @@ def test_minimize_never_ends_at_a_nonfinite_point(method, schedule):
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
 @settings(PROPERTY, max_examples=max(2, settings.default.max_examples // 2))  # fits are slow
-@given(cells=st.dictionaries(st.tuples(st.integers(0, 31), st.integers(0, 7)), BAD,
-                             min_size=1, max_size=4))
+@given(
+    cells=st.dictionaries(
+        st.tuples(st.integers(0, 31), st.integers(0, 7)), BAD, min_size=1, max_size=4
+    )
+)
 def test_fit_with_nonfinite_inputs_never_writes_a_nonfinite_weight(name, cells):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 8, 3)).astype(np.float32)
@@ -105,8 +124,9 @@ def test_fit_with_nonfinite_inputs_never_writes_a_nonfinite_weight(name, cells):
     for (row, frame), value in cells.items():
         x[row, frame, 1] = value
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 3)), keras.layers.Dense(5, activation="tanh"),
-                              keras.layers.Dense(4)])
+    model = keras.Sequential(
+        [keras.Input((8, 3)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(4)]
+    )
     model.compile(optimizer=MAKERS[name](), loss=CTCLoss())
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert all(np.all(np.isfinite(w.numpy())) for w in model.trainable_variables)

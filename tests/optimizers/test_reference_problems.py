@@ -19,10 +19,13 @@ def rosen_tf(x):
 def test_rosenbrock_matches_scipy(method):
     x0 = np.array([-1.2, 1.0])
     ours = minimize(rosen_tf, x0, method=method)
-    reference = scipy.optimize.minimize(scipy.optimize.rosen, x0, method=SCIPY_METHOD[method],
-                                        jac=scipy.optimize.rosen_der,
-                                        hessp=None if method == "lbfgs" else
-                                        scipy.optimize.rosen_hess_prod)
+    reference = scipy.optimize.minimize(
+        scipy.optimize.rosen,
+        x0,
+        method=SCIPY_METHOD[method],
+        jac=scipy.optimize.rosen_der,
+        hessp=None if method == "lbfgs" else scipy.optimize.rosen_hess_prod,
+    )
     assert ours.success, ours.message
     assert abs(ours.fun - reference.fun) < 1e-6
     np.testing.assert_allclose(ours.x, [1.0, 1.0], atol=1e-3)
@@ -36,12 +39,15 @@ def rosenbrock_residuals():
     w = tf.Variable([-1.2, 1.0], dtype=tf.float64)
     return w, CurvatureOracle.from_outputs(
         lambda: tf.stack([10.0 * (w[1] - w[0] ** 2), 1.0 - w[0]]),
-        lambda r: tf.reduce_sum(r ** 2), [w])
+        lambda r: tf.reduce_sum(r**2),
+        [w],
+    )
 
 
-@pytest.mark.parametrize("method,options", [("gauss-newton", {}),
-                                            ("gauss-newton", {"rule": "nielsen"}),
-                                            ("hessian-free", {})])
+@pytest.mark.parametrize(
+    "method,options",
+    [("gauss-newton", {}), ("gauss-newton", {"rule": "nielsen"}), ("hessian-free", {})],
+)
 def test_rosenbrock_least_squares_with_gauss_newton_methods(method, options):
     w, oracle = rosenbrock_residuals()
     result = minimize(oracle, method=method, gtol=1e-8, **options)
@@ -69,8 +75,11 @@ def logistic_oracle(X, y, lam):
     Xt, yt = tf.constant(X), tf.constant(y)
     w = tf.Variable(tf.zeros(X.shape[1], tf.float64))
     return CurvatureOracle.from_outputs(
-        lambda: tf.linalg.matvec(Xt, w), lambda z: tf.reduce_mean(tf.nn.softplus(z) - yt * z),
-        [w], regularization_fn=lambda: 0.5 * lam * tf.reduce_sum(w * w))
+        lambda: tf.linalg.matvec(Xt, w),
+        lambda z: tf.reduce_mean(tf.nn.softplus(z) - yt * z),
+        [w],
+        regularization_fn=lambda: 0.5 * lam * tf.reduce_sum(w * w),
+    )
 
 
 def scipy_logistic(X, y, lam, method):
@@ -85,12 +94,14 @@ def scipy_logistic(X, y, lam, method):
         s = 1 / (1 + np.exp(-(X @ w)))
         return X.T @ (s * (1 - s) * (X @ v)) / len(y) + lam * v
 
-    return scipy.optimize.minimize(f, np.zeros(X.shape[1]), method=method, jac=g,
-                                   hessp=None if method == "L-BFGS-B" else hessp)
+    return scipy.optimize.minimize(
+        f, np.zeros(X.shape[1]), method=method, jac=g, hessp=None if method == "L-BFGS-B" else hessp
+    )
 
 
-@pytest.mark.parametrize("method", ["trust-ncg", "newton-cg", "lbfgs", "gauss-newton",
-                                    "hessian-free"])
+@pytest.mark.parametrize(
+    "method", ["trust-ncg", "newton-cg", "lbfgs", "gauss-newton", "hessian-free"]
+)
 def test_logistic_regression_reaches_the_optimum(logistic, method):
     X, y, lam = logistic
     result = minimize(logistic_oracle(X, y, lam), method=method)
