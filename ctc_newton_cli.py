@@ -43,7 +43,7 @@ DIGITS = "0123456789"
 # is initialized (so TF_CPP_MIN_LOG_LEVEL does not apply to them): absl-style records
 # ("I0000 00:00:1795990136.230055   23666 port.cc:153] ..."), absl's warning that
 # precedes them, and the continuation of the CPU-feature record.
-_NATIVE_LOG_LINE = re.compile(
+NATIVE_LOG_LINE = re.compile(
     r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: .* rebuild TensorFlow)"
@@ -74,7 +74,7 @@ def native_logs_filtered() -> Iterator[None]:
             kept = [
                 line
                 for line in capture.read().decode(errors="replace").splitlines(keepends=True)
-                if not _NATIVE_LOG_LINE.match(line)
+                if not NATIVE_LOG_LINE.match(line)
             ]
             sys.stderr.write("".join(kept))
             sys.stderr.flush()

@@ -20,4 +20,12 @@ def test_the_site_builds_strictly(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (tmp_path / "site" / "api" / "optimizers" / "index.html").exists()
+    site = tmp_path / "site"
+    assert (site / "api" / "optimizers" / "index.html").exists()
+    # The benchmark results and the notebooks are served from where they live,
+    # the notebooks with their stored outputs (plots included).
+    for plot in (ROOT / "benchmarks" / "results").rglob("*.png"):
+        assert (site / plot.relative_to(ROOT)).exists(), plot
+    for notebook in (ROOT / "notebooks").glob("*.ipynb"):
+        page = (site / "notebooks" / notebook.stem / "index.html").read_text()
+        assert "data:image/png;base64" in page, f"{notebook.name} is stored without its plots"
