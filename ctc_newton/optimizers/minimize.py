@@ -4,12 +4,12 @@ import math
 import numbers
 import sys
 import warnings
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton.curvature import CurvatureOracle, flatten
+from ctc_newton.curvature import CurvatureOracle, flatten, unflatten
 from ctc_newton.curvature.base import Oracle
 from ctc_newton.optimizers import registry
 from ctc_newton.optimizers._bounded import minimize_bounded
@@ -179,12 +179,15 @@ def minimize(
             "CurvatureOracle built with from_keras or from_outputs."
         )
     n = oracle.size
-    history: List[float] = []
+    history: List[Dict[str, Any]] = []
 
-    def result(message, success, status, nit):
-        x = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]
-        jac = [g.numpy() for g in oracle.gradient()]
-        fun = float(oracle.value())
+    def result(message, success, status, nit, at=None):
+        """The `OptimizeResult` at the variables; ``at``: their ``(value, gradient)``
+        when known (else read from the oracle, which must be linearized there)."""
+        value, gradient = at if at is not None else (oracle.value(), oracle.gradient())
+        x: Any = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]
+        jac: Any = [np.asarray(g) for g in gradient]
+        fun = float(value)
         if success and not (math.isfinite(fun) and all(np.all(np.isfinite(g)) for g in jac)):
             message, success, status = (
                 f"{message}, but the loss or gradient is not finite there",
@@ -329,7 +332,9 @@ def _minimize_lbfgs(
             }
         )
         value, gradient = float(results.objective_value), results.objective_gradient
-        if callback is not None and callback(current("running", False, 1)):
+        # The run's own value and gradient at the variables: no re-evaluation here.
+        at = (value, unflatten(gradient, oracle.variables))
+        if callback is not None and callback(result("running", False, 1, nit, at)):
             return current("stopped by the callback", False, 2)
         if bool(results.converged) or bool(results.failed):
             break

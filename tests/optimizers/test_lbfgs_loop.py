@@ -75,6 +75,26 @@ def test_iterations_cost_about_one_evaluation_like_scipy():
     assert ours.nfev <= 1.3 * ours.nit + 2, (ours.nfev, ours.nit)
 
 
+def test_a_callback_sees_every_iterate_without_extra_evaluations():
+    x0 = np.tile([-1.2, 1.0], 3)
+    v = tf.Variable(x0)
+    plain = minimize(lambda: rosenbrock(v), [v], method="lbfgs", maxiter=30)
+    v.assign(x0)
+    seen = []
+    watched = minimize(lambda: rosenbrock(v), [v], method="lbfgs", maxiter=30, callback=seen.append)
+    # The same iterates, and the callback's states cost no evaluations of their own.
+    np.testing.assert_allclose(watched.x[0], plain.x[0], rtol=1e-12)
+    assert (watched.nit, watched.nfev) == (plain.nit, plain.nfev)
+    assert [state.nit for state in seen] == list(range(1, watched.nit + 1))
+    for state in seen:  # each state's loss and gradient are those at its x
+        x = tf.constant(state.x[0])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = rosenbrock(x)
+        np.testing.assert_allclose(state.fun, float(value), rtol=1e-12)
+        np.testing.assert_allclose(state.jac[0], tape.gradient(value, x).numpy(), rtol=1e-9)
+
+
 def test_line_search_backs_off_where_the_loss_is_not_finite():
     # log(1 - x^2) is NaN beyond |x| = 1, where the first unit step lands.
     v = tf.Variable([0.0], dtype=tf.float64)
