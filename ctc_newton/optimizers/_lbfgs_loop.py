@@ -12,6 +12,7 @@ when it fails, so most iterations cost one evaluation, as scipy's L-BFGS-B's do.
 """
 
 import collections
+from typing import Tuple
 
 import tensorflow as tf
 from tensorflow_probability.python.optimizer.lbfgs import LBfgsOptimizerResults as Results
@@ -21,6 +22,12 @@ SUFFICIENT_DECREASE = 1e-4
 CURVATURE = 0.9
 
 LinePoint = collections.namedtuple("LinePoint", ["x", "f", "df", "full_gradient"])
+
+# What each iteration of a run reached: its loss and gradient norm, and (when asked
+# for) its position and gradient, stacked over the run's iterations; None when not kept.
+IterationTrace = collections.namedtuple(
+    "IterationTrace", ["values", "gradient_norms", "positions", "gradients"]
+)
 
 
 def initial_state(position, value, gradient, num_correction_pairs, tolerance) -> Results:
@@ -171,7 +178,8 @@ def minimize_from(
     x_tolerance,
     f_relative_tolerance,
     max_line_search_iterations,
-) -> Results:
+    keep_iterates: bool = False,
+) -> Tuple[Results, IterationTrace]:
     """Continues L-BFGS from ``state`` until it converges, fails or has done
     ``max_iterations`` iterations in all (``state.num_iterations`` counts them).
 
@@ -182,11 +190,13 @@ def minimize_from(
       max_iterations: the total iteration count at which to stop.
       tolerance, x_tolerance, f_relative_tolerance: tfp's stopping rules.
       max_line_search_iterations: the Hager-Zhang fallback's cap.
+      keep_iterates: also keep each iteration's position and gradient in the
+        trace (for a per-iteration callback; memory: two vectors per iteration).
 
     Returns:
-      The final ``LBfgsOptimizerResults``; ``failed`` when the line search
-      failed or met only non-finite values (the position is then the last
-      accepted one).
+      The final ``LBfgsOptimizerResults`` (``failed`` when the line search
+      failed or met only non-finite values; the position is then the last
+      accepted one) and the run's `IterationTrace`.
     """
 
     def active(state):
@@ -232,4 +242,26 @@ def minimize_from(
             ),
         )
 
-    return tf.while_loop(lambda state: active(state), iterate, (state,))[0]
+    # Each iteration's loss and gradient norm (and position and gradient) go into
+    # TensorArrays carried by the loop: per-iteration reports cost no host sync.
+    start = state.num_iterations
+    vector = state.position.shape
+    shapes = [[], []] + ([vector, vector] if keep_iterates else [])
+    arrays = tuple(
+        tf.TensorArray(state.position.dtype, size=0, dynamic_size=True, element_shape=shape)
+        for shape in shapes
+    )
+
+    def iterate_and_record(state, arrays):
+        (new,) = iterate(state)
+        i = new.num_iterations - start - 1
+        entries = [new.objective_value, tf.norm(new.objective_gradient)]
+        if keep_iterates:
+            entries += [new.position, new.objective_gradient]
+        return new, tuple(a.write(i, entry) for a, entry in zip(arrays, entries))
+
+    final, arrays = tf.while_loop(
+        lambda state, arrays: active(state), iterate_and_record, (state, arrays)
+    )
+    stacked = [a.stack() for a in arrays] + [None, None]
+    return final, IterationTrace(*stacked[:4])

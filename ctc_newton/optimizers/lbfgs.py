@@ -75,6 +75,7 @@ class LBFGS(SecondOrderOptimizer):
         self.max_line_search_iterations = max_line_search_iterations
         self.results: Optional[Results] = None
         self.last_run_iterations = 0
+        self.last_run_trace: Optional[_lbfgs_loop.IterationTrace] = None
         # The memory's optimizer variables (keras.Variable), made by build.
         self.position_deltas: Any = None
         self.gradient_deltas: Any = None
@@ -152,6 +153,7 @@ class LBFGS(SecondOrderOptimizer):
         max_iterations: Optional[int] = None,
         refresh: bool = True,
         compiled: bool = False,
+        keep_iterates: bool = False,
     ) -> Results:
         """Runs L-BFGS from the current variables; leaves them at its (finite) result.
 
@@ -166,16 +168,24 @@ class LBFGS(SecondOrderOptimizer):
           compiled: run the loop inside one ``tf.function`` on the oracle's
             `current_value_and_gradient` (a `CurvatureOracle` only; traced once per
             oracle, so for full-batch runs, not a new oracle per batch).
+          keep_iterates: keep each iteration's position and gradient in
+            ``last_run_trace`` (its loss and gradient norm are always kept).
 
         Returns:
           tfp's ``LBfgsOptimizerResults`` (with ``failed=True`` when the run was
-          rejected, see the class docstring).
+          rejected, see the class docstring). ``last_run_iterations`` and
+          ``last_run_trace`` (an `IterationTrace`) say what each iteration reached.
         """
         self._ensure_built(oracle.variables)
         problem = FlatProblem(oracle)
         with restore_on_exception(oracle.variables):
             return self._run(
-                oracle, problem, max_iterations or self.max_iterations, refresh, compiled
+                oracle,
+                problem,
+                max_iterations or self.max_iterations,
+                refresh,
+                compiled,
+                keep_iterates,
             )
 
     def _options(self):
@@ -201,30 +211,34 @@ class LBFGS(SecondOrderOptimizer):
             return tf.cast(value, dtype), tf.cast(flatten(gradient), dtype)
 
         @tf.function(autograph=False)
-        def resume(previous, max_iterations):
+        def resume(previous, max_iterations, keep_iterates):
             return _lbfgs_loop.minimize_from(
-                value_and_gradients, previous, max_iterations, **options
+                value_and_gradients,
+                previous,
+                max_iterations,
+                keep_iterates=keep_iterates,
+                **options,
             )
 
-        def loop(previous, max_iterations):
-            results = resume(previous, tf.constant(max_iterations, tf.int32))
+        def loop(previous, max_iterations, keep_iterates):
+            results, trace = resume(previous, tf.constant(max_iterations, tf.int32), keep_iterates)
             evaluations = int(results.num_objective_evaluations) - int(
                 previous.num_objective_evaluations
             )
             oracle.num_function_evaluations += evaluations
             oracle.num_gradient_evaluations += evaluations
-            return results
+            return results, trace
 
         self._loop_key, self._loop = key, loop
         return loop
 
-    def _compiled_run(self, oracle, problem, previous, max_iterations):
-        """Results of the compiled loop, or None when the loss cannot be traced (then
-        this oracle runs eagerly from now on, with a warning saying why)."""
+    def _compiled_run(self, oracle, problem, previous, max_iterations, keep_iterates):
+        """Results and trace of the compiled loop, or None when the loss cannot be
+        traced (then this oracle runs eagerly from now on, with a warning saying why)."""
         if self._eager_only is oracle:
             return None
         try:  # tracing (the first call for this oracle) is what can fail
-            return self._compiled_loop(oracle, problem)(previous, max_iterations)
+            return self._compiled_loop(oracle, problem)(previous, max_iterations, keep_iterates)
         except (
             TypeError,
             ValueError,
@@ -241,7 +255,7 @@ class LBFGS(SecondOrderOptimizer):
             self._eager_only, self._loop_key = oracle, None
             return None
 
-    def _run(self, oracle, problem, max_iterations, refresh, compiled):
+    def _run(self, oracle, problem, max_iterations, refresh, compiled, keep_iterates):
         linearized_at = [None]  # the point the oracle was last linearized at
 
         def value_and_gradients(x):
@@ -275,7 +289,7 @@ class LBFGS(SecondOrderOptimizer):
                     objective_value=start_value,
                     objective_gradient=start_gradient,
                 )
-        self.last_run_iterations = 0
+        self.last_run_iterations, self.last_run_trace = 0, None
 
         def stay(converged):
             return Results(
@@ -301,13 +315,20 @@ class LBFGS(SecondOrderOptimizer):
                 start, start_value, start_gradient, self.num_correction_pairs, self.tolerance
             )
         done = int(previous.num_iterations)
-        results = None
+        run = None
         if compiled:
-            results = self._compiled_run(oracle, problem, previous, max_iterations + done)
-        if results is None:
-            results = _lbfgs_loop.minimize_from(
-                value_and_gradients, previous, max_iterations + done, **self._options()
+            run = self._compiled_run(
+                oracle, problem, previous, max_iterations + done, keep_iterates
             )
+        if run is None:
+            run = _lbfgs_loop.minimize_from(
+                value_and_gradients,
+                previous,
+                max_iterations + done,
+                keep_iterates=keep_iterates,
+                **self._options(),
+            )
+        results, self.last_run_trace = run
         self.last_run_iterations = int(results.num_iterations) - done
         self.iterations.assign_add(self.last_run_iterations)
         usable = _finite(results.position, results.objective_value, results.objective_gradient)

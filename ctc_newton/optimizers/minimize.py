@@ -22,8 +22,8 @@ METHODS = registry.METHODS
 # Default cap on Newton-type iterations: scipy's 200 n is 880,000 for a 4,417-weight MLP,
 # and the reference problems converge in tens to hundreds.
 MAX_NEWTON_ITERATIONS = 1000
-# L-BFGS iterations per compiled run when nobody watches each iteration: amortizes the
-# per-call cost (~10-20 ms on 2 CPU cores) while an interrupt loses little.
+# L-BFGS iterations per compiled run: amortizes the per-call cost (~10-20 ms on 2 CPU
+# cores) while an interrupt loses little; callbacks see every iteration from its trace.
 LBFGS_CHUNK = 20
 
 
@@ -182,10 +182,13 @@ def minimize(
     history: List[Dict[str, Any]] = []
 
     def result(message, success, status, nit, at=None):
-        """The `OptimizeResult` at the variables; ``at``: their ``(value, gradient)``
-        when known (else read from the oracle, which must be linearized there)."""
-        value, gradient = at if at is not None else (oracle.value(), oracle.gradient())
-        x: Any = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]
+        """The `OptimizeResult` at the variables, or at ``at = (x, value, gradient)``
+        when given (else read from the oracle, which must be linearized there)."""
+        if at is None:
+            x = [tf.convert_to_tensor(v).numpy() for v in oracle.variables]
+            value, gradient = oracle.value(), oracle.gradient()
+        else:
+            x, value, gradient = at
         jac: Any = [np.asarray(g) for g in gradient]
         fun = float(value)
         if success and not (math.isfinite(fun) and all(np.all(np.isfinite(g)) for g in jac)):
@@ -297,10 +300,11 @@ def minimize(
 def _minimize_lbfgs(
     optimizer, oracle, options, gtol, maxiter, callback, display, report, result, compiled
 ):
-    """L-BFGS in runs of the loop resumed from their results (the same iterates as
-    one long run): one iteration per run when a callback or display watches, else
-    `LBFGS_CHUNK`; an interrupt loses at most the run in progress. A
-    `CurvatureOracle`'s runs are compiled (one ``tf.function``, traced once)."""
+    """L-BFGS in runs of `LBFGS_CHUNK` iterations of the loop, each resumed from the
+    last one's results (the same iterates as one long run); an interrupt loses at most
+    the run in progress. A callback and ``display`` see every iteration, from the
+    run's trace. A `CurvatureOracle`'s runs are compiled (one ``tf.function``, traced
+    once)."""
     if "tolerance" not in options:
         optimizer.tolerance = gtol
     gtol = optimizer.tolerance
@@ -312,33 +316,45 @@ def _minimize_lbfgs(
         oracle.linearize()  # the run leaves the oracle where it last evaluated
         return result(message, success, status, nit)
 
-    chunk = 1 if (callback is not None or display) else LBFGS_CHUNK
-    # Records as for the other methods: the value and gradient norm where the run
-    # started, and the value it reached.
-    value, gradient = float(oracle.value()), flatten(oracle.gradient())
+    # One record per iteration, as for the other methods: the value and gradient norm
+    # where it started and the value it reached, from the run's trace (kept in the
+    # graph, so watching costs no extra evaluations or graph calls).
+    value, gradient_norm = float(oracle.value()), _norm(flatten(oracle.gradient()))
     while nit < maxiter:
         results = optimizer.run(
-            oracle, max_iterations=min(chunk, maxiter - nit), refresh=False, compiled=compiled
+            oracle,
+            max_iterations=min(LBFGS_CHUNK, maxiter - nit),
+            refresh=False,
+            compiled=compiled,
+            keep_iterates=callback is not None,
         )
-        nit += optimizer.last_run_iterations
-        report(
-            {
-                "iteration": nit,
-                "value": value,
-                "gradient_norm": _norm(gradient),
-                "value_after": float(results.objective_value),
-                "lbfgs_iterations": optimizer.last_run_iterations,
-                "accepted": not bool(results.failed),
-            }
-        )
-        value, gradient = float(results.objective_value), results.objective_gradient
-        # The run's own value and gradient at the variables: no re-evaluation here.
-        at = (value, unflatten(gradient, oracle.variables))
-        if callback is not None and callback(result("running", False, 1, nit, at)):
-            return current("stopped by the callback", False, 2)
-        if bool(results.converged) or bool(results.failed):
-            break
-        if optimizer.last_run_iterations == 0:
+        trace, count = optimizer.last_run_trace, optimizer.last_run_iterations
+        for j in range(count):
+            value_after = float(trace.values[j])
+            failed = bool(results.failed) and j == count - 1
+            report(
+                {
+                    "iteration": nit + j + 1,
+                    "value": value,
+                    "gradient_norm": gradient_norm,
+                    "value_after": value_after,
+                    "accepted": not failed,
+                }
+            )
+            value, gradient_norm = value_after, float(trace.gradient_norms[j])
+            if callback is None:
+                continue
+            x = unflatten(trace.positions[j], oracle.variables)
+            at = ([p.numpy() for p in x], value, unflatten(trace.gradients[j], oracle.variables))
+            if callback(result("running", False, 1, nit + j + 1, at)):
+                if j < count - 1:  # back to iterate j; the memory is past it
+                    for variable, position in zip(oracle.variables, x):
+                        variable.assign(tf.cast(position, variable.dtype))
+                    optimizer.reset()
+                nit += j + 1
+                return current("stopped by the callback", False, 2)
+        nit += count
+        if bool(results.converged) or bool(results.failed) or count == 0:
             break
     if results is None:
         return current("iteration limit reached", False, 1)

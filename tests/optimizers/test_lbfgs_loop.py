@@ -95,6 +95,29 @@ def test_a_callback_sees_every_iterate_without_extra_evaluations():
         np.testing.assert_allclose(state.jac[0], tape.gradient(value, x).numpy(), rtol=1e-9)
 
 
+def test_history_has_one_record_per_iteration_and_a_callback_can_stop_mid_run():
+    x0 = np.tile([-1.2, 1.0], 3)
+    v = tf.Variable(x0)
+    full = minimize(lambda: rosenbrock(v), [v], method="lbfgs", maxiter=30)  # unwatched
+    assert [r["iteration"] for r in full.history] == list(range(1, full.nit + 1))
+    for before, after in zip(full.history, full.history[1:]):
+        assert after["value"] == before["value_after"]
+    assert full.history[-1]["value_after"] == full.fun
+
+    # Iteration 7 is inside the first compiled run of 20: the variables go back to it.
+    v.assign(x0)
+    seen = []
+    minimize(lambda: rosenbrock(v), [v], method="lbfgs", maxiter=30, callback=seen.append)
+    v.assign(x0)
+    stopped = minimize(
+        lambda: rosenbrock(v), [v], method="lbfgs", maxiter=30, callback=lambda r: r.nit == 7
+    )
+    assert stopped.message == "stopped by the callback" and stopped.nit == 7
+    np.testing.assert_allclose(stopped.x[0], seen[6].x[0], rtol=1e-12)
+    np.testing.assert_allclose(v.numpy(), seen[6].x[0], rtol=1e-12)
+    np.testing.assert_allclose(stopped.fun, seen[6].fun, rtol=1e-12)
+
+
 def test_line_search_backs_off_where_the_loss_is_not_finite():
     # log(1 - x^2) is NaN beyond |x| = 1, where the first unit step lands.
     v = tf.Variable([0.0], dtype=tf.float64)
