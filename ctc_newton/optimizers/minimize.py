@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton.curvature import CurvatureOracle, flatten, unflatten
+from ctc_newton.curvature import CurvatureOracle, flatten
 from ctc_newton.curvature.base import Oracle
 from ctc_newton.optimizers import registry
 from ctc_newton.optimizers._bounded import minimize_bounded
@@ -25,6 +25,13 @@ MAX_NEWTON_ITERATIONS = 1000
 # L-BFGS iterations per compiled run: amortizes the per-call cost (~10-20 ms on 2 CPU
 # cores) while an interrupt loses little; callbacks see every iteration from its trace.
 LBFGS_CHUNK = 20
+
+
+def _split(flat: np.ndarray, variables) -> List[np.ndarray]:
+    """A flat numpy vector as arrays shaped like ``variables`` (numpy's `unflatten`)."""
+    shapes = [tuple(v.shape) for v in variables]
+    ends = np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1]
+    return [part.reshape(shape) for part, shape in zip(np.split(flat, ends), shapes)]
 
 
 def _norm(vector) -> float:
@@ -328,9 +335,13 @@ def _minimize_lbfgs(
             compiled=compiled,
             keep_iterates=callback is not None,
         )
-        trace, count = optimizer.last_run_trace, optimizer.last_run_iterations
+        count = optimizer.last_run_iterations
+        # The trace to the host once per run; the per-iteration work below is numpy.
+        trace: List[Any] = [
+            None if a is None else a.numpy() for a in optimizer.last_run_trace or ()
+        ]
         for j in range(count):
-            value_after = float(trace.values[j])
+            value_after = float(trace[0][j])
             failed = bool(results.failed) and j == count - 1
             report(
                 {
@@ -341,11 +352,11 @@ def _minimize_lbfgs(
                     "accepted": not failed,
                 }
             )
-            value, gradient_norm = value_after, float(trace.gradient_norms[j])
+            value, gradient_norm = value_after, float(trace[1][j])
             if callback is None:
                 continue
-            x = unflatten(trace.positions[j], oracle.variables)
-            at = ([p.numpy() for p in x], value, unflatten(trace.gradients[j], oracle.variables))
+            x = _split(trace[2][j], oracle.variables)
+            at = (x, value, _split(trace[3][j], oracle.variables))
             if callback(result("running", False, 1, nit + j + 1, at)):
                 if j < count - 1:  # back to iterate j; the memory is past it
                     for variable, position in zip(oracle.variables, x):
