@@ -6,7 +6,7 @@ SCRIPT = """
     import warnings
     import ctc_newton
     from ctc_newton import CTCLoss
-    from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
+    from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree
 
     from keras.src.backend.common.masking import get_keras_mask
 
@@ -48,9 +48,10 @@ SCRIPT = """
         return model, history.history
 
     # The recurrent case of the distributed oracle is tests/curvature/test_distributed.py.
+    # Trust-region Newton-CG runs through the same distributed oracle and CG loop as
+    # Gauss-Newton; it is left out for CI time.
     cases = [(HessianFree, dict(metrics=True, steps_per_execution=2)),
              (GaussNewton, {}),
-             (TrustRegionNewtonCG, {}),
              (lambda: LBFGS(max_iterations=3), {})]
     for optimizer, compile_args in cases:
         replicated, logs = fit(optimizer, True, **compile_args)
