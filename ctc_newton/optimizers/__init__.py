@@ -9,6 +9,7 @@ from ctc_newton.optimizers.minimize import minimize
 from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
 from ctc_newton.optimizers.registry import METHODS, OPTIMIZERS
 from ctc_newton.optimizers.result import OptimizeResult
+from ctc_newton.optimizers.staged import Staged
 from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.trust_ncg import TrustRegionNewtonCG
 
@@ -19,6 +20,7 @@ __all__ = [
     "HessianFree",
     "LBFGS",
     "LevenbergMarquardt",
+    "Staged",
     "minimize",
     "OptimizeResult",
     "StepResult",

@@ -25,7 +25,7 @@ class StepResult:
     Fields that do not apply to an optimizer are None (and absent from `as_dict`
     and from ``fit``'s logs). ``fit`` logs the fields declared with ``_logged``:
     accepted, step_size, rho, cg_iterations, damping, radius, lbfgs_iterations
-    (`logs`); a new optimizer's field is logged by declaring it so here.
+    and stage (`logs`); a new optimizer's field is logged by declaring it so here.
       damping: the damping the step used (Gauss-Newton, Hessian-free).
       radius: the trust radius the step used (trust-region Newton-CG).
       negative_curvature: CG met a direction of non-positive curvature.
@@ -33,6 +33,7 @@ class StepResult:
       update_l1: ``sum |update|`` (line-search Newton-CG's ``xtol`` test).
       backtracked_to: (Hessian-free) the CG iteration backtracking chose.
       lbfgs_iterations, converged, failed: (L-BFGS) the run's iterations and outcome.
+      stage: (`Staged`) 0 for a first-order step, 1 for a second-order one.
       note: why the step was rejected, or what was special about it.
     """
 
@@ -51,6 +52,7 @@ class StepResult:
     lbfgs_iterations: Optional[int] = _logged(default=None)
     converged: Optional[bool] = None
     failed: Optional[bool] = None
+    stage: Optional[int] = _logged(default=None)
     note: str = ""
 
     @classmethod
