@@ -19,9 +19,7 @@ TINY = ["--epochs", "1", "--train-size", "48", "--test-size", "16", "--units", "
 def test_train_runs_saves_and_the_model_loads_and_decodes(tmp_path, capsys):
     path = str(tmp_path / "model.keras")
     assert (
-        cli.main(
-            ["train", "--optimizer", "gauss-newton", "--batch-size", "48", "--output", path] + TINY
-        )
+        cli.main(["train", "--optimizer", "lbfgs", "--batch-size", "48", "--output", path] + TINY)
         == 0
     )
     out = capsys.readouterr().out
@@ -35,15 +33,13 @@ def test_train_runs_saves_and_the_model_loads_and_decodes(tmp_path, capsys):
 
 def test_compare_writes_plot_and_table(tmp_path):
     assert (
-        cli.main(
-            ["compare", "--optimizers", "adam,gauss-newton", "--output-dir", str(tmp_path)] + TINY
-        )
+        cli.main(["compare", "--optimizers", "adam,lbfgs", "--output-dir", str(tmp_path)] + TINY)
         == 0
     )
     assert (tmp_path / "compare.png").stat().st_size > 1000
     table = (tmp_path / "compare.md").read_text()
-    assert "| adam | 1 |" in table and "| gauss-newton | 1 |" in table
-    assert "batch adam 32, gauss-newton 250" in table and "TensorFlow 2." in table
+    assert "| adam | 1 |" in table and "| lbfgs | 1 |" in table
+    assert "batch adam 32, lbfgs 500" in table and "TensorFlow 2." in table
 
 
 @pytest.mark.parametrize(
@@ -260,7 +256,8 @@ def test_transcribe_decodes_a_saved_model_as_the_python_path_does(tmp_path, caps
 @pytest.mark.parametrize(
     "dataset,optimizer,alphabet",
     [
-        ("spoken-digits", "hessian-free", None),
+        # Adam for CI time: Hessian-free on spoken digits runs in its notebook.
+        ("spoken-digits", "adam", None),
         ("activities", "adam", "standing,walking,running,badminton"),
     ],
 )
