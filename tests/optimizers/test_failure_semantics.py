@@ -178,7 +178,15 @@ def test_an_interrupt_anywhere_leaves_the_last_accepted_point(method, every):
                 points.append(np.array(r.x[0]).reshape(-1).copy())
 
             # The reference run records the accepted points; the others run unobserved.
-            minimize(*args, method=method, maxiter=6, callback=record if n == 0 else None)
+            # The slow variant runs eagerly, so that every evaluation is a Python call
+            # to interrupt (compiled, the loss runs in Python only while it is traced).
+            minimize(
+                *args,
+                method=method,
+                maxiter=6,
+                callback=record if n == 0 else None,
+                compiled=every != 1,
+            )
         except KeyboardInterrupt:
             return v.numpy(), points, True
         return v.numpy(), points, False
