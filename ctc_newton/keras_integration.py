@@ -35,6 +35,8 @@ import weakref
 from typing import Callable, Dict
 
 import tensorflow as tf
+
+from ctc_newton import _interrupts
 from ctc_newton._keras_adapter import (
     TensorFlowTrainer,
     get_keras_mask,
@@ -73,7 +75,19 @@ def second_order_train_step(model, data):
     `_distributed_train_function`): ``data`` holds each replica's shard, every
     oracle quantity is summed over the shards, and the step is the one a single
     device takes on the global batch.
+
+    A Ctrl-C that Python dropped since the last step (see `ctc_newton._interrupts`)
+    is raised here, before the weights move.
     """
+    _interrupts.raise_if_dropped()
+    try:
+        return _step_and_logs(model, data)
+    except KeyboardInterrupt:
+        _interrupts.seen()
+        raise
+
+
+def _step_and_logs(model, data):
     optimizer = second_order_optimizer(model)
     x, y, sample_weight = unpack_x_y_sample_weight(data)
     if model.loss is None:
@@ -221,6 +235,7 @@ def _train_step(self, data):
 def _make_train_function(self, force=False):
     if second_order_optimizer(self) is None:
         return _ORIGINAL["make_train_function"](self, force)
+    _interrupts.watch()  # each fit starts here
     if self.distribute_strategy.num_replicas_in_sync > 1:
         if self.train_function is None or force:
             self.train_function = _distributed_train_function(self)

@@ -181,3 +181,35 @@ def test_a_real_sigint_during_fit_leaves_the_last_accepted_weights(tmp_path, del
     accepted = np.load(tmp_path / "accepted.npz")
     for key in final.files:
         np.testing.assert_array_equal(final[key], accepted[key])
+
+
+def test_a_ctrl_c_that_python_dropped_is_raised_at_the_next_step():
+    # Python drops a KeyboardInterrupt raised inside a finalizer (__del__); the SIGINT
+    # handler that fit installs records it, and the next step raises it before it
+    # moves the weights. Here the handler "runs" after the first batch.
+    import signal
+
+    from ctc_newton import _interrupts
+
+    x, y = data(32)
+    model = make_model()
+    model.compile(optimizer=GaussNewton(), loss=CTCLoss())
+    after_first = []
+
+    def dropped_interrupt(batch, logs):
+        after_first.extend(w.numpy().copy() for w in model.trainable_variables)
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # what a finalizer does with it
+
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batch == 0 and dropped_interrupt(batch, logs)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    for w, expected in zip(model.trainable_variables, after_first):
+        np.testing.assert_array_equal(w.numpy(), expected)
+    # A later fit starts afresh: the interrupt was delivered once.
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert signal.getsignal(signal.SIGINT) is _interrupts._handler
