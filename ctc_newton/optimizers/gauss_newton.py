@@ -125,12 +125,4 @@ class GaussNewton(SecondOrderOptimizer):
         self._adapt(rho)
         accepted = math.isfinite(trial) and trial < value
         problem.settle(accepted, x)
-        return StepResult(
-            value=value,
-            accepted=accepted,
-            rho=rho,
-            step_size=float(tf.norm(p)),
-            value_after=trial if accepted else value,
-            note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
-            **record,
-        )
+        return StepResult.from_trial(value, trial, accepted, rho, float(tf.norm(p)), **record)

@@ -62,6 +62,22 @@ class StepResult:
         return cls(value=value, accepted=False, value_after=value, note=note, **fields)
 
     @classmethod
+    def from_trial(
+        cls, value: float, trial: float, accepted: bool, rho: float, step_size: float, **fields
+    ) -> "StepResult":
+        """A step judged on its trial loss (Gauss-Newton, trust region): the loss after
+        it is the trial's when accepted, and a non-finite trial says so in the note."""
+        return cls(
+            value=value,
+            accepted=accepted,
+            rho=rho,
+            step_size=step_size,
+            value_after=trial if accepted else value,
+            note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
+            **fields,
+        )
+
+    @classmethod
     def stationary(cls, value: float) -> "StepResult":
         """A zero gradient: the step is zero, and that is a success (nothing moves)."""
         return cls(

@@ -89,12 +89,4 @@ class TrustRegionNewtonCG(TruncatedNewton):
             self.radius.assign(min(2 * radius, self.max_radius))
         accepted = not math.isnan(rho) and rho > self.eta
         problem.settle(accepted, x)
-        return StepResult(
-            value=value,
-            accepted=accepted,
-            rho=rho,
-            step_size=float(tf.norm(p)),
-            value_after=trial if accepted else value,
-            note="" if math.isfinite(trial) else "non-finite trial loss; rejected",
-            **record,
-        )
+        return StepResult.from_trial(value, trial, accepted, rho, float(tf.norm(p)), **record)
