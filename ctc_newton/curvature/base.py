@@ -64,6 +64,19 @@ class Oracle(abc.ABC):
             "Keras model (keras_oracle) or with outputs_fn."
         )
 
+    def keras_batch(self):
+        """``(model, loss, (x, y, sample_weight))`` of an oracle built from a Keras model.
+
+        What K-FAC needs beyond the oracle interface: the layers and one batch.
+
+        Raises:
+          ValueError: the oracle was not built from a Keras model.
+        """
+        raise ValueError(
+            f"{type(self).__name__} was not built from a Keras model: build it with "
+            "keras_oracle(model, loss, x, y) (what model.fit does) for K-FAC."
+        )
+
     def value_and_gradient(self):
         """``(value, gradient)`` at the point."""
         return self.value(), self.gradient()

@@ -90,6 +90,10 @@ class CompiledKerasOracle(GraphOracle):
             batch=(x, y, sample_weight),
             restore=model.non_trainable_variables,
         )
+        self._keras = (model, loss, (x, y, sample_weight))
+
+    def keras_batch(self):
+        return self._keras
 
     def outputs(self):
         """The model outputs at the point (same dropout masks as the products), with

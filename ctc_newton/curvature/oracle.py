@@ -99,6 +99,8 @@ class CurvatureOracle(Oracle):
         ``1/2 |r|^2`` (set by `from_residuals`; enables `residual_jacobian`).
     """
 
+    _keras: Optional[tuple] = None  # (model, loss, batch) when built by from_keras
+
     def __init__(
         self,
         variables: Sequence[tf.Variable],
@@ -298,7 +300,7 @@ class CurvatureOracle(Oracle):
         # Under a strategy Keras losses already divide each replica's share by the replica
         # count, so the all-reduced sum is the global-batch mean; the regularizers are
         # divided here the same way.
-        return cls(
+        oracle = cls(
             model.trainable_variables,
             outputs_fn=lambda: model(x, training=training),
             output_loss_fn=lambda outputs: loss(y, outputs, sample_weight),
@@ -306,6 +308,11 @@ class CurvatureOracle(Oracle):
             per_example_fn=per_example,
             restore_variables=model.non_trainable_variables,
         )
+        oracle._keras = (model, loss, (x, y, sample_weight))
+        return oracle
+
+    def keras_batch(self):
+        return self._keras if self._keras is not None else super().keras_batch()
 
     # ------------------------------------------------------------------ point
     def linearize(self) -> "CurvatureOracle":
