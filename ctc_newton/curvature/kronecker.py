@@ -37,7 +37,7 @@ from typing import Dict, List, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from ctc_newton._keras_adapter import flatten_layers
+from ctc_newton._keras_adapter import flatten_layers, get_keras_mask
 from ctc_newton.curvature.oracle import as_keras_loss
 from ctc_newton.curvature.output_sampling import output_cotangents, supports
 
@@ -208,8 +208,18 @@ class _Recorder:
             for entry in reversed(undo):
                 _unpatch(*entry)
 
-    def _record(self, index, inputs, pre):
-        self.records.setdefault(index, []).append((inputs, pre))
+    def _record(self, index, inputs, pre, mask=None):
+        self.records.setdefault(index, []).append((inputs, pre, mask))
+
+    @staticmethod
+    def _mask(inputs, kwargs):
+        """The ``[B, T]`` Keras mask of a call's inputs (padded frames), if any."""
+        mask = kwargs.get("mask")
+        if mask is None:
+            mask = get_keras_mask(inputs)
+        if mask is None or mask.shape.rank != inputs.shape.rank - 1:
+            return None
+        return mask
 
     @staticmethod
     def _patch(obj, name, value):
@@ -224,11 +234,15 @@ class _Recorder:
         pending = []
 
         def recording_call(inputs, *args, **kwargs):
-            pending.append(inputs if window is None else window(inputs))
+            if window is None:
+                pending.append((inputs, self._mask(inputs, kwargs)))
+            else:  # a mask does not survive the windows
+                pending.append((window(inputs), None))
             return call(inputs, *args, **kwargs)
 
         def recording_activation(pre):
-            self._record(index, pending.pop(), pre)
+            inputs, mask = pending.pop()
+            self._record(index, inputs, pre, mask)
             return activation(pre)
 
         return [
@@ -273,7 +287,7 @@ class _Recorder:
 
         def recording_call(sequences, *args, **kwargs):
             projected = tf.matmul(sequences, tf.cast(cell.kernel, sequences.dtype))
-            self._record(index, sequences, projected)
+            self._record(index, sequences, projected, self._mask(sequences, kwargs))
             identity = tf.eye(projected.shape[-1], dtype=projected.dtype)
             undo = self._patch(cell, "kernel", identity)
             try:
@@ -365,7 +379,8 @@ class KroneckerFactors:
 
         Returns:
           ``(inputs, pre_gradients, diagonal_gradients)``: per Kronecker block its
-          ``[positions, inputs]`` rows ``a_p`` (token ids for an embedding); per
+          ``[positions, inputs]`` rows ``a_p`` (token ids for an embedding; rows of
+          padded frames, by the layer's Keras mask, are zero) and their count; per
           output cotangent, per Kronecker block the ``[positions, outputs]`` rows
           ``ds_p``, and the gradients of the diagonal blocks' variables. For each
           cotangent ``sum_p a_p ds_p^T`` is the gradient of the block's weights.
@@ -382,14 +397,23 @@ class KroneckerFactors:
         dtype = self.dtype
         inputs = []
         for n, _, kind in self._plan:
-            calls = [a for a, _ in recorder.records[n]]
+            calls = recorder.records[n]
             if kind == "embedding":
-                inputs.append(tf.concat([tf.reshape(tf.cast(a, tf.int32), [-1]) for a in calls], 0))
-            else:
-                block = self.blocks[n]
-                assert isinstance(block, KroneckerBlock)
-                inputs.append(tf.concat([block.input_rows(tf.cast(a, dtype)) for a in calls], 0))
-        pre = [[p for _, p in recorder.records[n]] for n, _, _ in self._plan]
+                ids = tf.concat([tf.reshape(tf.cast(a, tf.int32), [-1]) for a, _, _ in calls], 0)
+                inputs.append((ids, tf.cast(tf.size(ids), dtype)))
+                continue
+            block = self.blocks[n]
+            assert isinstance(block, KroneckerBlock)
+            rows, weights = [], []
+            for a, _, mask in calls:
+                a_rows = block.input_rows(tf.cast(a, dtype))
+                weight = tf.ones_like(a_rows[:, :1])
+                if mask is not None:  # padded frames are not positions
+                    weight = tf.cast(tf.reshape(mask, [-1, 1]), dtype)
+                rows.append(a_rows * weight)
+                weights.append(weight)
+            inputs.append((tf.concat(rows, 0), tf.reduce_sum(tf.concat(weights, 0))))
+        pre = [[p for _, p, _ in recorder.records[n]] for n, _, _ in self._plan]
         pre_gradients, diagonal_gradients = [], []
         for u in cotangents:
             grads = tape.gradient(
@@ -417,14 +441,13 @@ class KroneckerFactors:
         for j, (n, _, kind) in enumerate(self._plan):
             block = self.blocks[n]
             assert isinstance(block, KroneckerBlock)
-            rows = inputs[j]
+            rows, count = inputs[j]
             if kind == "embedding":
                 size = block.factor_shapes()[0][0]
                 counts = tf.math.bincount(rows, minlength=size, maxlength=size, dtype=dtype)
-                a_factor = counts / tf.cast(tf.size(rows), dtype)
+                a_factor = counts / count
             else:
-                count = tf.cast(tf.shape(rows)[0], dtype)
-                a_factor = tf.matmul(rows, rows, transpose_a=True) / count
+                a_factor = tf.matmul(rows, rows, transpose_a=True) / tf.maximum(count, 1)
             s_factor = tf.add_n([tf.matmul(g[j], g[j], transpose_a=True) for g in pre_gradients])
             factors[n] = [a_factor, s_factor]
         for k, (n, _) in enumerate(self._diagonal):

@@ -124,7 +124,7 @@ def test_recorded_rows_give_each_blocks_gradient(padding, stride):
     (u,) = output_cotangents(loss, y, outputs, None, SEED)
     grads = tape.gradient(outputs, model.trainable_variables, output_gradients=u)
     kronecker = [b for b in factors.blocks if not isinstance(b, DiagonalBlock)]
-    for block, a_rows, s_rows in zip(kronecker, inputs, pre):
+    for block, (a_rows, _), s_rows in zip(kronecker, inputs, pre):
         if isinstance(block, EmbeddingBlock):
             a_rows = tf.one_hot(a_rows, block.inputs, dtype=tf.float64)
         expected = block.to_matrix([grads[i] for i in block.indices])
@@ -210,3 +210,21 @@ def test_a_loss_without_an_output_distribution_is_refused():
         KroneckerFactors(model, keras.losses.MeanAbsoluteError())
     with pytest.raises(ValueError, match="output_sampling.register"):
         KroneckerFactors(model, keras.losses.CategoricalCrossentropy(from_logits=False))
+
+
+def test_padded_frames_are_not_positions_of_the_input_factor():
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential(
+        [
+            keras.Input((5, 2), dtype="float64"),
+            keras.layers.Masking(0.0),
+            keras.layers.GRU(3, return_sequences=True, dtype="float64"),
+            keras.layers.Dense(4, dtype="float64"),
+        ]
+    )
+    x = np.random.default_rng(1).normal(size=(2, 5, 2))
+    x[0, 3:] = 0.0  # the first sequence has 3 frames
+    live = np.concatenate([x[0, :3], x[1]])
+    factors = KroneckerFactors(model, CTCLoss())
+    gru_a = factors.statistics(tf.constant(x), tf.constant([[1, 2], [3, 0]]), None, SEED)[0][0]
+    np.testing.assert_allclose(gru_a, live.T @ live / len(live), rtol=1e-6)
