@@ -34,6 +34,7 @@ OPTIMIZERS = (
     "newton-cg",
     "lbfgs",
     "levenberg-marquardt",
+    "kfac",
     "adam",
 )
 DATASETS = ("digit-lines", "spoken-digits", "activities")

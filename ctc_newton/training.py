@@ -17,6 +17,7 @@ DEFAULT_BATCH = {
     "trust-ncg": 250,
     "newton-cg": 250,
     "levenberg-marquardt": 250,
+    "kfac": 64,
 }
 
 
@@ -55,6 +56,7 @@ MINI_BATCH_SETTINGS: Dict[str, Dict[str, object]] = {
     "lbfgs": dict(max_iterations=10),
     # CTC is not least squares: Gauss-Newton products with lambda I, Nielsen's rule.
     "levenberg-marquardt": dict(damping=1.0, max_cg_iterations=50, min_damping=MIN_DAMPING),
+    "kfac": dict(),
 }
 
 

@@ -3,6 +3,7 @@
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 from ctc_newton.optimizers.hessian_free import HessianFree
+from ctc_newton.optimizers.kfac import KFAC
 from ctc_newton.optimizers.lbfgs import LBFGS
 from ctc_newton.optimizers.levenberg_marquardt import LevenbergMarquardt
 from ctc_newton.optimizers.minimize import minimize
@@ -18,6 +19,7 @@ __all__ = [
     "LineSearchNewtonCG",
     "GaussNewton",
     "HessianFree",
+    "KFAC",
     "LBFGS",
     "LevenbergMarquardt",
     "Staged",

@@ -40,6 +40,9 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
 
     # Whether `step` needs Gauss-Newton products (an oracle with an output/loss split).
     needs_gauss_newton = False
+    # Whether `step` needs the layers of a Keras model (`Oracle.keras_batch`): a
+    # mini-batch method that `minimize` does not offer.
+    needs_keras_model = False
 
     def __init__(self, name: str = "second_order", **kwargs):
         super().__init__(learning_rate=1.0, name=name)

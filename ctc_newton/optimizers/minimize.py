@@ -170,6 +170,12 @@ def minimize(
         other than ``"lbfgs"``).
     """
     optimizer = registry.get(method, **options)
+    if optimizer.needs_keras_model:
+        raise ValueError(
+            f"method={method!r} is a mini-batch method for Keras models, not a "
+            f"full-batch one: compile the model with it (model.compile(optimizer="
+            f"{type(optimizer).__name__}(), loss=...)) and call model.fit."
+        )
     if not (gtol >= 0 and xtol >= 0):
         raise ValueError(f"`gtol` and `xtol` must be >= 0, got gtol={gtol}, xtol={xtol}.")
     if maxiter is not None and (

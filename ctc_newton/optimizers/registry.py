@@ -8,6 +8,7 @@ from typing import Dict, Type
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.gauss_newton import GaussNewton
 from ctc_newton.optimizers.hessian_free import HessianFree
+from ctc_newton.optimizers.kfac import KFAC
 from ctc_newton.optimizers.lbfgs import LBFGS
 from ctc_newton.optimizers.levenberg_marquardt import LevenbergMarquardt
 from ctc_newton.optimizers.newton_cg import LineSearchNewtonCG
@@ -20,6 +21,7 @@ OPTIMIZERS: Dict[str, Type[SecondOrderOptimizer]] = {
     "hessian-free": HessianFree,
     "lbfgs": LBFGS,
     "levenberg-marquardt": LevenbergMarquardt,
+    "kfac": KFAC,
 }
 METHODS = tuple(OPTIMIZERS)
 

@@ -9,13 +9,14 @@ import pytest
 from ctc_newton import CTCLoss
 from ctc_newton.curvature.compiled import CompiledKerasOracle
 from ctc_newton.keras_integration import InfeasibleSequenceWarning
-from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
+from ctc_newton.optimizers import KFAC, LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
 
 OPTIMIZERS = {
     "hessian-free": HessianFree,
     "gauss-newton": GaussNewton,
     "trust-ncg": TrustRegionNewtonCG,
     "lbfgs": lambda: LBFGS(max_iterations=4),
+    "kfac": KFAC,
 }
 
 

@@ -1,0 +1,336 @@
+"""K-FAC: Kronecker-factored approximate curvature (Martens & Grosse 2015), for Keras 3.
+
+Per step, on the batch's oracle:
+
+1. the statistics of each block (`ctc_newton.curvature.kronecker`) from one
+   forward and backward pass with output cotangents sampled from the model's
+   predictive distribution (for CTC: a class per live frame), folded into
+   running averages (decay ``min(1 - 1/k, statistics_decay)``);
+2. every ``inverse_update_period`` steps, the eigendecompositions of the
+   averaged factors;
+3. the direction ``Delta = -F^-1 g`` with factored Tikhonov damping
+   ``(A + pi gamma I) (x) (S + gamma / pi I)``, ``gamma = sqrt(lambda)``;
+4. the update ``delta = alpha Delta + mu delta_prev`` minimizing the exact
+   quadratic model ``g^T d + 1/2 d^T (G + lambda I) d`` over ``alpha`` and ``mu``
+   (momentum, section 7; two Gauss-Newton products in one call), optionally
+   scaled down so that ``delta^T G delta <= norm_constraint``;
+5. ``rho`` from the loss at the new point against the undamped model;
+   ``rho > 3/4``: ``lambda *= omega``, ``rho < 1/4``: ``lambda /= omega``
+   (Levenberg-Marquardt, section 6.5, ``omega = 19/20`` per step).
+
+A non-finite loss, gradient, statistic, eigendecomposition, curvature product or
+new loss rejects the step (the weights and the averaged factors stay) and raises
+the damping.
+
+State (damping, averaged factors, eigendecompositions, previous update, step
+count) lives in optimizer variables. The factor variables depend on the model's
+layers, so they are made at the first step; `load_own_variables` keeps saved
+ones until then, so a loaded model resumes exactly.
+"""
+
+import math
+from typing import Any, List, NamedTuple, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ctc_newton.curvature import flatten, unflatten
+from ctc_newton.curvature.kronecker import KroneckerFactors
+from ctc_newton.optimizers._flat import FlatProblem
+from ctc_newton.optimizers.base import SecondOrderOptimizer
+from ctc_newton.optimizers.step_result import StepResult
+from ctc_newton.optimizers.damping import reduction_ratio
+
+
+class _Products(NamedTuple):
+    """Gauss-Newton products of several vectors at one linearization (an
+    `Oracle.solve` result: ``iterations`` counts the products)."""
+
+    products: tf.Tensor
+    iterations: tf.Tensor
+
+
+def _products(oracle, vectors):
+    product = FlatProblem(oracle).product("gauss_newton")
+    return _Products(tf.stack([product(v) for v in vectors]), tf.constant(len(vectors)))
+
+
+@keras.saving.register_keras_serializable(package="ctc_newton")
+class KFAC(SecondOrderOptimizer):
+    """K-FAC with the CTC Gauss-Newton (see the module docstring for the recipe).
+
+    Args:
+      damping: initial ``lambda`` (> 0).
+      min_damping: floor for ``lambda``.
+      statistics_decay: running-average decay of the factors (0.95).
+      inverse_update_period: steps between eigendecompositions (>= 1).
+      momentum: solve for the momentum coefficient with the step size (section 7);
+        False: step size only.
+      norm_constraint: if set, scale the update so that ``delta^T G delta`` is at
+        most this (the KL clip); None: no clip.
+      exact_statistics: ``S`` from every output class (one backward pass per class)
+        instead of one sampled class per frame.
+      seed: seed of the sampled classes (None: drawn once).
+      name: optimizer name.
+    """
+
+    needs_gauss_newton = True
+    needs_keras_model = True
+
+    def __init__(
+        self,
+        damping: float = 1.0,
+        min_damping: float = 1e-6,
+        statistics_decay: float = 0.95,
+        inverse_update_period: int = 5,
+        momentum: bool = True,
+        norm_constraint: Optional[float] = None,
+        exact_statistics: bool = False,
+        seed: Optional[int] = None,
+        name: str = "kfac",
+    ):
+        super().__init__(name=name)
+        self._check_positive("damping", damping)
+        self._check_positive("min_damping", min_damping, allow_zero=True)
+        if not 0 <= statistics_decay < 1:
+            raise ValueError(f"`statistics_decay` must be in [0, 1), got {statistics_decay}.")
+        if int(inverse_update_period) != inverse_update_period or inverse_update_period < 1:
+            raise ValueError(
+                f"`inverse_update_period` must be an integer >= 1, got {inverse_update_period}."
+            )
+        if norm_constraint is not None:
+            self._check_positive("norm_constraint", norm_constraint)
+        self.initial_damping = damping
+        self.min_damping = min_damping
+        self.statistics_decay = statistics_decay
+        self.inverse_update_period = int(inverse_update_period)
+        self.momentum = momentum
+        self.norm_constraint = norm_constraint
+        self.exact_statistics = exact_statistics
+        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
+        self.damping = self._scalar_state("damping", damping)
+        self.previous_update: Any = None  # made by build (problem size)
+        self._plan: Any = None  # the KroneckerFactors of the model, made at the first step
+        self._averages: List[List[Any]] = []
+        self._eigen: List[List[Any]] = []
+        self._saved_state: Optional[List[np.ndarray]] = None
+        self._statistics_updates: Any = None  # made with the factor state
+
+    def build(self, variables):
+        super().build(variables)
+        size = int(sum(np.prod(v.shape) for v in variables))
+        self.previous_update = self.add_variable((size,), dtype="float64", name="previous_update")
+
+    def _config(self):
+        return dict(
+            damping=self.initial_damping,
+            min_damping=self.min_damping,
+            statistics_decay=self.statistics_decay,
+            inverse_update_period=self.inverse_update_period,
+            momentum=self.momentum,
+            norm_constraint=self.norm_constraint,
+            exact_statistics=self.exact_statistics,
+            seed=self.seed,
+        )
+
+    # ----------------------------------------------------------- factor state
+    def load_own_variables(self, store):
+        """Loads the base state; keeps the factor state until the first step makes its
+        variables (they depend on the model's layers)."""
+        count = len(store.keys())
+        if self.built and count > len(self.variables) and not self._averages:
+            for i, variable in enumerate(self.variables):
+                variable.assign(store[str(i)])
+            self._saved_state = [
+                np.asarray(store[str(i)]) for i in range(len(self.variables), count)
+            ]
+            return
+        super().load_own_variables(store)
+
+    def _factor_state(self, oracle) -> KroneckerFactors:
+        model, loss, _ = oracle.keras_batch()
+        if self._plan is not None:
+            if self._plan.model is not model:
+                raise ValueError(
+                    f"{self.name} was used with another model: a K-FAC optimizer keeps "
+                    "factors of one model's layers; make a new KFAC for this model."
+                )
+            return self._plan
+        factors = KroneckerFactors(model, loss, exact=self.exact_statistics)
+        dtype = factors.dtype.name
+        for n, block in enumerate(factors.blocks):
+            self._averages.append(
+                [
+                    self.add_variable(shape, dtype=dtype, name=f"factor_{n}_{i}")
+                    for i, shape in enumerate(block.factor_shapes())
+                ]
+            )
+        for n, block in enumerate(factors.blocks):
+            self._eigen.append(
+                [
+                    self.add_variable(shape, dtype=dtype, name=f"eigen_{n}_{i}")
+                    for i, shape in enumerate(block.eigen_shapes())
+                ]
+            )
+        self._statistics_updates = self._scalar_state("statistics_updates", 0.0)
+        if self._saved_state is not None:
+            state = [v for group in self._averages + self._eigen for v in group]
+            state.append(self._statistics_updates)
+            if len(state) != len(self._saved_state) or any(
+                tuple(v.shape) != s.shape for v, s in zip(state, self._saved_state)
+            ):
+                raise ValueError(
+                    f"The saved state of {self.name} does not match this model's layers "
+                    f"({len(self._saved_state)} saved factor tensors, {len(state)} here)."
+                )
+            for variable, value in zip(state, self._saved_state):
+                variable.assign(value)
+            self._saved_state = None
+        self._plan = factors
+        self._update_averages = tf.function(self._average_in, autograph=False)
+        self._refresh_eigen = tf.function(self._eigen_of_averages, autograph=False)
+        self._direction = tf.function(self._negative_preconditioned, autograph=False)
+        return factors
+
+    def _average_in(self, statistics, decay):
+        for averages, new in zip(self._averages, statistics):
+            for average, value in zip(averages, new):
+                average.assign(decay * average + (1 - decay) * value)
+
+    def _eigen_of_averages(self):
+        results = [
+            block.eigen([tf.convert_to_tensor(a) for a in averages])
+            for block, averages in zip(self._plan.blocks, self._averages)
+        ]
+        finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(t)) for group in results for t in group]
+        )
+        for variables, values in zip(self._eigen, results):
+            for variable, value in zip(variables, values):
+                variable.assign(tf.where(finite, value, variable))
+        return finite
+
+    def _negative_preconditioned(self, flat_gradient, damping):
+        variables = self._plan.model.trainable_variables
+        eigen = [[tf.convert_to_tensor(v) for v in group] for group in self._eigen]
+        dtype = self._plan.dtype
+        grads = unflatten(tf.cast(flat_gradient, dtype), variables)
+        return -flatten(self._plan.precondition(grads, eigen, tf.cast(damping, dtype)))
+
+    def _statistics(self, oracle):
+        """One batch's factor statistics (the forward pass's side effects undone)."""
+        model, _, (x, y, sample_weight) = oracle.keras_batch()
+        saved = [tf.identity(tf.convert_to_tensor(v)) for v in model.non_trainable_variables]
+        seed = tf.constant([self.seed % (2**31 - 1), int(self.iterations.numpy())], tf.int32)
+        try:
+            return self._plan.statistics(x, y, sample_weight, seed)
+        finally:
+            for variable, value in zip(model.non_trainable_variables, saved):
+                variable.assign(value)
+
+    # ----------------------------------------------------------- the step
+    def _reject(self, value, note, **record):
+        self.damping.assign(self._read(self.damping) / self._omega)
+        return StepResult.rejected(value, note + "; damping raised", **record)
+
+    _omega = 19 / 20
+
+    def _step(self, oracle, curvature_oracle=None):
+        problem, value, gradient, finite = self._start(oracle)
+        damping = self._read(self.damping)
+        if not finite:
+            return self._reject(value, "non-finite loss or gradient", damping=damping)
+        self._factor_state(oracle)
+        if not bool(tf.reduce_any(gradient != 0)):
+            return StepResult.stationary(value)
+        statistics = self._statistics(oracle)
+        if not all(bool(tf.reduce_all(tf.math.is_finite(t))) for g in statistics for t in g):
+            return self._reject(value, "non-finite curvature statistics", damping=damping)
+        updates = self._read(self._statistics_updates)
+        decay = min(1 - 1 / (updates + 1), self.statistics_decay)
+        self._update_averages(statistics, tf.constant(decay, self._plan.dtype))
+        self._statistics_updates.assign_add(1.0)
+        if updates % self.inverse_update_period == 0:
+            if not bool(self._refresh_eigen()):
+                return self._reject(value, "non-finite eigendecomposition", damping=damping)
+        self.iterations.assign_add(1)
+        direction = tf.cast(
+            self._direction(gradient, tf.constant(damping, self._plan.dtype)), problem.dtype
+        )
+        previous = tf.cast(tf.convert_to_tensor(self.previous_update), problem.dtype)
+        use_momentum = self.momentum and bool(tf.reduce_any(previous != 0))
+        vectors = [direction, previous] if use_momentum else [direction]
+        products = (curvature_oracle or oracle).solve(
+            ("kfac_products", len(vectors)), _products, vectors
+        )
+        update, curvature = self._combine(gradient, direction, previous, products.products, damping)
+        if update is None:
+            return self._reject(value, "non-finite curvature product", damping=damping)
+        x = problem.position()
+        new_value = problem.value_at(x + update)
+        if not math.isfinite(new_value):
+            problem.assign(x)
+            return self._reject(value, "non-finite loss after the update", damping=damping)
+        predicted = float(tf.reduce_sum(gradient * update)) + 0.5 * curvature
+        rho = reduction_ratio(new_value - value, predicted)
+        if rho > 0.75:
+            damping_next = damping * self._omega
+        elif rho < 0.25 or math.isnan(rho):
+            damping_next = damping / self._omega
+        else:
+            damping_next = damping
+        self.damping.assign(max(damping_next, self.min_damping))
+        self.previous_update.assign(tf.cast(update, self.previous_update.dtype))
+        return StepResult(
+            value=value,
+            accepted=True,
+            rho=rho,
+            damping=damping,
+            step_size=float(tf.norm(update)),
+            value_after=new_value,
+            cg_iterations=int(products.iterations),
+        )
+
+    def _combine(self, gradient, direction, previous, products, damping):
+        """``(alpha Delta + mu delta_prev, its undamped curvature)`` minimizing the
+        damped quadratic model (``mu = 0`` with one product); ``(None, None)`` when a
+        product is non-finite."""
+        if not bool(tf.reduce_all(tf.math.is_finite(products))):
+            return None, None
+
+        def dot(a, b):
+            return float(tf.reduce_sum(a * b))
+
+        g_direction = products[0]
+        m11 = dot(direction, g_direction)
+        b1 = dot(gradient, direction)
+        if len(products) == 2:
+            g_previous = products[1]
+            m12 = dot(direction, g_previous)
+            m22 = dot(previous, g_previous)
+            curvature = np.array([[m11, m12], [m12, m22]])
+            damped = curvature + damping * np.array(
+                [
+                    [dot(direction, direction), dot(direction, previous)],
+                    [dot(direction, previous), dot(previous, previous)],
+                ]
+            )
+            b = np.array([b1, dot(gradient, previous)])
+            try:
+                alpha, mu = -np.linalg.solve(damped, b)
+            except np.linalg.LinAlgError:
+                alpha, mu = -b1 / damped[0, 0], 0.0
+            if not (math.isfinite(alpha) and math.isfinite(mu)):
+                alpha, mu = -b1 / damped[0, 0], 0.0
+        else:
+            curvature = np.array([[m11, 0.0], [0.0, 0.0]])
+            alpha, mu = -b1 / (m11 + damping * dot(direction, direction)), 0.0
+        coefficients = np.array([alpha, mu])
+        quadratic = float(coefficients @ curvature @ coefficients)
+        if self.norm_constraint is not None and quadratic > self.norm_constraint:
+            shrink = math.sqrt(self.norm_constraint / quadratic)
+            alpha, mu, quadratic = alpha * shrink, mu * shrink, self.norm_constraint
+        if not (math.isfinite(alpha) and math.isfinite(mu) and math.isfinite(quadratic)):
+            return None, None
+        return alpha * direction + mu * previous, quadratic
