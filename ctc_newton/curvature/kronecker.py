@@ -32,7 +32,7 @@ eigendecompositions and apply the factored-Tikhonov-damped inverse
 """
 
 import contextlib
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -195,7 +195,7 @@ class _Recorder:
 
     def __init__(self, plan):
         self.plan = plan  # [(block index, layer, kind)]
-        self.records: Dict[int, List[Tuple[tf.Tensor, tf.Tensor]]] = {}
+        self.records: Dict[int, List[Tuple[tf.Tensor, tf.Tensor, Any]]] = {}
 
     @contextlib.contextmanager
     def patched(self):

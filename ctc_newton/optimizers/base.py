@@ -12,7 +12,7 @@ routes ``model.fit`` to `step`.
 import contextlib
 import inspect
 import math
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 
 import keras
@@ -46,6 +46,10 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, name: str = "second_order", **kwargs):
         super().__init__(learning_rate=1.0, name=name)
+        # K-FAC factor state (`_kronecker_state.KroneckerState`) when the optimizer has
+        # it: its variables are made at the first step, saved values wait here.
+        self._kronecker: Any = None
+        self._deferred_state: Optional[List[np.ndarray]] = None
 
     # ----------------------------------------------------------- state helpers
     def _scalar_state(self, name: str, value: float, dtype: str = "float64"):
@@ -87,6 +91,20 @@ class SecondOrderOptimizer(keras.optimizers.Optimizer):
 
     def _step(self, oracle, curvature_oracle=None) -> StepResult:
         raise NotImplementedError
+
+    def load_own_variables(self, store):
+        """Loads the saved state; K-FAC factor state, whose variables depend on the
+        model's layers and are made at the first step, waits until then."""
+        count = len(store.keys())
+        waiting = self._kronecker is not None and self._kronecker.factors is None
+        if waiting and self.built and count > len(self.variables):
+            for i, variable in enumerate(self.variables):
+                variable.assign(store[str(i)])
+            self._deferred_state = [
+                np.asarray(store[str(i)]) for i in range(len(self.variables), count)
+            ]
+            return
+        super().load_own_variables(store)
 
     def apply(self, grads, trainable_variables=None):
         raise RuntimeError(FIRST_ORDER_MESSAGE.format(name=type(self).__name__))

@@ -29,14 +29,13 @@ ones until then, so a loaded model resumes exactly.
 """
 
 import math
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ctc_newton.curvature import flatten, unflatten
-from ctc_newton.curvature.kronecker import KroneckerFactors
+from ctc_newton.optimizers._kronecker_state import KroneckerState
 from ctc_newton.optimizers._flat import FlatProblem
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.step_result import StepResult
@@ -111,11 +110,9 @@ class KFAC(SecondOrderOptimizer):
         self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         self.damping = self._scalar_state("damping", damping)
         self.previous_update: Any = None  # made by build (problem size)
-        self._plan: Any = None  # the KroneckerFactors of the model, made at the first step
-        self._averages: List[List[Any]] = []
-        self._eigen: List[List[Any]] = []
-        self._saved_state: Optional[List[np.ndarray]] = None
-        self._statistics_updates: Any = None  # made with the factor state
+        self._kronecker = KroneckerState(
+            self, statistics_decay, self.inverse_update_period, exact_statistics, self.seed
+        )
 
     def build(self, variables):
         super().build(variables)
@@ -134,101 +131,6 @@ class KFAC(SecondOrderOptimizer):
             seed=self.seed,
         )
 
-    # ----------------------------------------------------------- factor state
-    def load_own_variables(self, store):
-        """Loads the base state; keeps the factor state until the first step makes its
-        variables (they depend on the model's layers)."""
-        count = len(store.keys())
-        if self.built and count > len(self.variables) and not self._averages:
-            for i, variable in enumerate(self.variables):
-                variable.assign(store[str(i)])
-            self._saved_state = [
-                np.asarray(store[str(i)]) for i in range(len(self.variables), count)
-            ]
-            return
-        super().load_own_variables(store)
-
-    def _factor_state(self, oracle) -> KroneckerFactors:
-        model, loss, _ = oracle.keras_batch()
-        if self._plan is not None:
-            if self._plan.model is not model:
-                raise ValueError(
-                    f"{self.name} was used with another model: a K-FAC optimizer keeps "
-                    "factors of one model's layers; make a new KFAC for this model."
-                )
-            return self._plan
-        factors = KroneckerFactors(model, loss, exact=self.exact_statistics)
-        dtype = factors.dtype.name
-        for n, block in enumerate(factors.blocks):
-            self._averages.append(
-                [
-                    self.add_variable(shape, dtype=dtype, name=f"factor_{n}_{i}")
-                    for i, shape in enumerate(block.factor_shapes())
-                ]
-            )
-        for n, block in enumerate(factors.blocks):
-            self._eigen.append(
-                [
-                    self.add_variable(shape, dtype=dtype, name=f"eigen_{n}_{i}")
-                    for i, shape in enumerate(block.eigen_shapes())
-                ]
-            )
-        self._statistics_updates = self._scalar_state("statistics_updates", 0.0)
-        if self._saved_state is not None:
-            state = [v for group in self._averages + self._eigen for v in group]
-            state.append(self._statistics_updates)
-            if len(state) != len(self._saved_state) or any(
-                tuple(v.shape) != s.shape for v, s in zip(state, self._saved_state)
-            ):
-                raise ValueError(
-                    f"The saved state of {self.name} does not match this model's layers "
-                    f"({len(self._saved_state)} saved factor tensors, {len(state)} here)."
-                )
-            for variable, value in zip(state, self._saved_state):
-                variable.assign(value)
-            self._saved_state = None
-        self._plan = factors
-        self._update_averages = tf.function(self._average_in, autograph=False)
-        self._refresh_eigen = tf.function(self._eigen_of_averages, autograph=False)
-        self._direction = tf.function(self._negative_preconditioned, autograph=False)
-        return factors
-
-    def _average_in(self, statistics, decay):
-        for averages, new in zip(self._averages, statistics):
-            for average, value in zip(averages, new):
-                average.assign(decay * average + (1 - decay) * value)
-
-    def _eigen_of_averages(self):
-        results = [
-            block.eigen([tf.convert_to_tensor(a) for a in averages])
-            for block, averages in zip(self._plan.blocks, self._averages)
-        ]
-        finite = tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(t)) for group in results for t in group]
-        )
-        for variables, values in zip(self._eigen, results):
-            for variable, value in zip(variables, values):
-                variable.assign(tf.where(finite, value, variable))
-        return finite
-
-    def _negative_preconditioned(self, flat_gradient, damping):
-        variables = self._plan.model.trainable_variables
-        eigen = [[tf.convert_to_tensor(v) for v in group] for group in self._eigen]
-        dtype = self._plan.dtype
-        grads = unflatten(tf.cast(flat_gradient, dtype), variables)
-        return -flatten(self._plan.precondition(grads, eigen, tf.cast(damping, dtype)))
-
-    def _statistics(self, oracle):
-        """One batch's factor statistics (the forward pass's side effects undone)."""
-        model, _, (x, y, sample_weight) = oracle.keras_batch()
-        saved = [tf.identity(tf.convert_to_tensor(v)) for v in model.non_trainable_variables]
-        seed = tf.constant([self.seed % (2**31 - 1), int(self.iterations.numpy())], tf.int32)
-        try:
-            return self._plan.statistics(x, y, sample_weight, seed)
-        finally:
-            for variable, value in zip(model.non_trainable_variables, saved):
-                variable.assign(value)
-
     # ----------------------------------------------------------- the step
     def _reject(self, value, note, **record):
         self.damping.assign(self._read(self.damping) / self._omega)
@@ -241,26 +143,17 @@ class KFAC(SecondOrderOptimizer):
         damping = self._read(self.damping)
         if not finite:
             return self._reject(value, "non-finite loss or gradient", damping=damping)
-        self._factor_state(oracle)
         if not bool(tf.reduce_any(gradient != 0)):
             return StepResult.stationary(value)
-        statistics = self._statistics(oracle)
-        if not all(bool(tf.reduce_all(tf.math.is_finite(t))) for g in statistics for t in g):
-            return self._reject(value, "non-finite curvature statistics", damping=damping)
-        updates = self._read(self._statistics_updates)
-        decay = min(1 - 1 / (updates + 1), self.statistics_decay)
-        self._update_averages(statistics, tf.constant(decay, self._plan.dtype))
-        self._statistics_updates.assign_add(1.0)
-        if updates % self.inverse_update_period == 0:
-            if not bool(self._refresh_eigen()):
-                return self._reject(value, "non-finite eigendecomposition", damping=damping)
+        failure = self._kronecker.update(oracle, int(self.iterations.numpy()))
+        if failure is not None:
+            return self._reject(value, failure, damping=damping)
         self.iterations.assign_add(1)
-        direction = tf.cast(
-            self._direction(gradient, tf.constant(damping, self._plan.dtype)), problem.dtype
-        )
+        direction = -self._kronecker.inverse(gradient, damping)
         previous = tf.cast(tf.convert_to_tensor(self.previous_update), problem.dtype)
-        use_momentum = self.momentum and bool(tf.reduce_any(previous != 0))
-        vectors = [direction, previous] if use_momentum else [direction]
+        # With momentum, two products from the first step on (the second is of zeros
+        # then): one graph traced, not two.
+        vectors = [direction, previous] if self.momentum else [direction]
         products = (curvature_oracle or oracle).solve(
             ("kfac_products", len(vectors)), _products, vectors
         )
@@ -305,7 +198,7 @@ class KFAC(SecondOrderOptimizer):
         g_direction = products[0]
         m11 = dot(direction, g_direction)
         b1 = dot(gradient, direction)
-        if len(products) == 2:
+        if len(products) == 2 and bool(tf.reduce_any(previous != 0)):
             g_previous = products[1]
             m12 = dot(direction, g_previous)
             m22 = dot(previous, g_previous)

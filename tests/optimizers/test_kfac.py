@@ -13,6 +13,7 @@ from ctc_newton.curvature.kronecker import DiagonalBlock, KroneckerFactors
 from ctc_newton.losses import CTCLoss
 from ctc_newton.optimizers import KFAC, minimize
 from ctc_newton.optimizers import kfac as kfac_module
+from ctc_newton.optimizers._kronecker_state import KroneckerState
 
 SEED = 11
 
@@ -142,30 +143,30 @@ def test_norm_constraint_and_non_finite_quantities(monkeypatch):
     assert update @ gn_update == pytest.approx(1e-4, rel=1e-6)  # the clip bound the step
 
     # (Patched where they are called from Python: a graph traced with a patch would keep it.)
-    original_statistics, original_combine = KFAC._statistics, KFAC._combine
+    original_statistics, original_combine = KroneckerState.statistics, KFAC._combine
 
-    def nan_statistics(self, oracle):
-        return [[t * np.nan for t in b] for b in original_statistics(self, oracle)]
+    def nan_statistics(self, oracle, step):
+        return [[t * np.nan for t in b] for b in original_statistics(self, oracle, step)]
 
     def inf_products(self, gradient, direction, previous, products, damping):
         return original_combine(self, gradient, direction, previous, products * np.inf, damping)
 
     injections = [
-        (KFAC, "_statistics", nan_statistics),
+        (KroneckerState, "statistics", nan_statistics),
         (KFAC, "_combine", inf_products),
         (kfac_module.FlatProblem, "value_at", lambda self, flat: math.nan),
     ]
     for target, name, replacement in injections:
         weights, damping = flat_weights(model), float(optimizer.damping.numpy())
-        averages = [v.numpy().copy() for group in optimizer._averages for v in group]
+        averages = [v.numpy().copy() for group in optimizer._kronecker.averages for v in group]
         with monkeypatch.context() as patch:
             patch.setattr(target, name, replacement)
             logs = fit_once(model, x, y)
         assert logs["accepted"] == [0.0], name
         np.testing.assert_array_equal(flat_weights(model), weights)
         assert float(optimizer.damping.numpy()) == pytest.approx(damping / 0.95), name
-        if name == "_statistics":
-            after = [v.numpy() for group in optimizer._averages for v in group]
+        if name == "statistics":
+            after = [v.numpy() for group in optimizer._kronecker.averages for v in group]
             for a, b in zip(after, averages):
                 np.testing.assert_array_equal(a, b)
     assert fit_once(model, x, y)["accepted"] == [1.0]  # and it goes on
