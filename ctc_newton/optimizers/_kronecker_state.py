@@ -159,3 +159,11 @@ class KroneckerState:
         """``r -> (blocks + damping)^-1 r`` for use inside a traced CG solve (reads the
         eigendecomposition variables when it runs)."""
         return lambda r: self._apply_inverse(r, damping)
+
+
+def kfac_preconditioner_state(optimizer) -> KroneckerState:
+    """The factor state of a K-FAC CG preconditioner (Hessian-free, Gauss-Newton):
+    `KFAC`'s defaults, a fixed seed (the sampled classes are drawn per step)."""
+    return KroneckerState(
+        optimizer, statistics_decay=0.95, inverse_update_period=5, exact=False, seed=0
+    )

@@ -9,7 +9,7 @@ is one call). A non-finite curvature product stops the solver and is reported
 """
 
 import math
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Tuple, Union
 
 import tensorflow as tf
 
@@ -256,7 +256,7 @@ def martens(
     b: tf.Tensor,
     x0: tf.Tensor,
     max_iterations: int,
-    preconditioner: Optional[tf.Tensor] = None,
+    preconditioner: Union[tf.Tensor, Apply, None] = None,
     epsilon: float = 5e-4,
     tolerance: float = 0.0,
 ) -> CGResult:
@@ -267,7 +267,9 @@ def martens(
       b: the right-hand side (``-gradient``).
       x0: the warm start.
       max_iterations: cap on iterations (Martens: 250).
-      preconditioner: diagonal ``M`` (the solver applies ``M^-1``), or None.
+      preconditioner: diagonal ``M`` (the solver applies ``M^-1``), a function
+        ``r -> M^-1 r`` (e.g. K-FAC's damped block inverse; symmetric positive
+        definite), or None.
       epsilon: the stopping rule's tolerance.
       tolerance: also stop when ``|r| <= tolerance |b|`` (0: never).
 
@@ -281,7 +283,11 @@ def martens(
         return 0.5 * _dot(x, r - b)
 
     def precondition(r):
-        return r / preconditioner if preconditioner is not None else r
+        if preconditioner is None:
+            return r
+        if callable(preconditioner):
+            return preconditioner(r)
+        return r / preconditioner
 
     schedule = backtracking_schedule(max_iterations)
     scheduled = tf.constant([i in set(schedule) for i in range(max_iterations + 1)])

@@ -1,13 +1,14 @@
 """Damped Gauss-Newton with Levenberg-Marquardt adaptation of the damping."""
 
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
 
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
+from ctc_newton.optimizers._kronecker_state import kfac_preconditioner_state
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.damping import martens_update, nielsen_update, reduction_ratio
@@ -29,6 +30,9 @@ class GaussNewton(SecondOrderOptimizer):
       max_cg_iterations: CG cap.
       cg_tolerance: CG stops at ``|r| <= cg_tolerance |g|`` (or Martens' rule).
       min_damping: floor for ``lambda``.
+      preconditioner: None, or ``"kfac"``: CG preconditioned by K-FAC's damped
+        Kronecker-factored inverse (statistics averaged over steps; needs an oracle
+        of a Keras model, as ``fit`` builds).
       name: module name.
     """
 
@@ -41,6 +45,7 @@ class GaussNewton(SecondOrderOptimizer):
         max_cg_iterations: int = 250,
         cg_tolerance: float = 1e-10,
         min_damping: float = 1e-12,
+        preconditioner: Optional[str] = None,
         name: str = "gauss_newton",
     ):
         super().__init__(name=name)
@@ -50,6 +55,11 @@ class GaussNewton(SecondOrderOptimizer):
             raise ValueError(f"`rule` must be 'martens' or 'nielsen', got {rule!r}.")
         if max_cg_iterations < 1:
             raise ValueError(f"`max_cg_iterations` must be >= 1, got {max_cg_iterations}.")
+        if preconditioner not in (None, "kfac"):
+            raise ValueError(f"`preconditioner` must be None or 'kfac', got {preconditioner!r}.")
+        self.preconditioner = preconditioner
+        if preconditioner == "kfac":
+            self._kronecker = kfac_preconditioner_state(self)
         self.initial_damping = damping
         self.rule = rule
         self.max_cg_iterations = max_cg_iterations
@@ -65,6 +75,7 @@ class GaussNewton(SecondOrderOptimizer):
             max_cg_iterations=self.max_cg_iterations,
             cg_tolerance=self.cg_tolerance,
             min_damping=self.min_damping,
+            preconditioner=self.preconditioner,
         )
 
     def _adapt(self, rho):
@@ -79,6 +90,7 @@ class GaussNewton(SecondOrderOptimizer):
     def _solve(self, oracle, gradient, damping):
         """``(step, undamped model change, non-finite?, CG iterations)`` for ``lambda``."""
         max_iterations, tolerance = self.max_cg_iterations, self.cg_tolerance
+        kronecker = self._kronecker
 
         def solve(o, gradient, damping):
             curvature = FlatProblem(o).product("gauss_newton")
@@ -87,11 +99,12 @@ class GaussNewton(SecondOrderOptimizer):
                 -gradient,
                 tf.zeros_like(gradient),
                 max_iterations,
+                None if kronecker is None else kronecker.preconditioner(damping),
                 tolerance=tolerance,
             )
 
         solution = oracle.solve(
-            ("gauss_newton", max_iterations, tolerance),
+            ("gauss_newton", max_iterations, tolerance, kronecker is not None),
             solve,
             gradient,
             tf.constant(damping, gradient.dtype),
@@ -108,8 +121,13 @@ class GaussNewton(SecondOrderOptimizer):
             return StepResult.rejected(value, "non-finite loss or gradient; damping raised")
         if not bool(tf.reduce_any(gradient != 0)):
             return StepResult.stationary(value)
-        self.iterations.assign_add(1)
         damping = self._read(self.damping)
+        if self._kronecker is not None:
+            failure = self._kronecker.update(oracle, int(self.iterations.numpy()))
+            if failure is not None:
+                self._adapt(float("nan"))
+                return StepResult.rejected(value, f"{failure}; damping raised", damping=damping)
+        self.iterations.assign_add(1)
         x = problem.position()
         p, predicted, nonfinite, iterations = self._solve(
             curvature_oracle or oracle, gradient, damping

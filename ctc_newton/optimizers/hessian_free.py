@@ -18,7 +18,7 @@ Martens 2010 (ICML), Martens & Sutskever 2011/2012. Per step:
 
 import math
 import warnings
-from typing import Any, Dict
+from typing import Any, Dict, Union
 
 import keras
 import numpy as np
@@ -27,6 +27,7 @@ import tensorflow as tf
 from ctc_newton.curvature import flatten
 from ctc_newton.optimizers import cg
 from ctc_newton.optimizers._flat import FlatProblem
+from ctc_newton.optimizers._kronecker_state import kfac_preconditioner_state
 from ctc_newton.optimizers.base import SecondOrderOptimizer
 from ctc_newton.optimizers.step_result import StepResult
 from ctc_newton.optimizers.damping import martens_update, reduction_ratio
@@ -41,8 +42,11 @@ class HessianFree(SecondOrderOptimizer):
       max_cg_iterations: CG cap (Martens: 250).
       cg_epsilon: Martens' CG stopping tolerance (5e-4).
       warm_start: decay of the previous CG solution used as the start (0.95; 0 off).
-      preconditioner: use ``(diag(sum_i g_i^2) + lambda)^0.75`` when the oracle has
-        per-example structure.
+      preconditioner: True: Martens' ``(diag(sum_i g_i^2) + lambda)^0.75`` (when the
+        oracle has per-example structure); ``"kfac"``: K-FAC's damped
+        Kronecker-factored inverse (`ctc_newton.optimizers.KFAC`'s curvature,
+        statistics averaged over steps; needs an oracle of a Keras model, as ``fit``
+        builds); False: none.
       armijo: sufficient-decrease constant ``c`` (1e-2).
       step_decay: factor of the line search (0.8).
       max_line_search_steps: how far the line search backs off before giving up.
@@ -60,7 +64,7 @@ class HessianFree(SecondOrderOptimizer):
         max_cg_iterations: int = 250,
         cg_epsilon: float = 5e-4,
         warm_start: float = 0.95,
-        preconditioner: bool = True,
+        preconditioner: Union[bool, str] = True,
         armijo: float = 1e-2,
         step_decay: float = 0.8,
         max_line_search_steps: int = 60,
@@ -84,6 +88,10 @@ class HessianFree(SecondOrderOptimizer):
                 "`max_line_search_steps` must be >= 1 (the line search tries "
                 f"alpha = 1 first), got {max_line_search_steps}."
             )
+        if preconditioner not in (True, False, "kfac"):
+            raise ValueError(
+                f"`preconditioner` must be True, False or 'kfac', got {preconditioner!r}."
+            )
         self.initial_damping = damping
         self.max_cg_iterations = max_cg_iterations
         self.cg_epsilon = cg_epsilon
@@ -96,6 +104,8 @@ class HessianFree(SecondOrderOptimizer):
         self.min_damping = min_damping
         self.damping = self._scalar_state("damping", damping)
         self.previous_solution: Any = None  # keras.Variable, made by build (problem size)
+        if preconditioner == "kfac":
+            self._kronecker = kfac_preconditioner_state(self)
 
     def build(self, variables):
         super().build(variables)
@@ -122,8 +132,8 @@ class HessianFree(SecondOrderOptimizer):
         self.damping.assign(martens_update(self._read(self.damping), float("nan")))
 
     def _preconditioner(self, oracle, damping, dtype):
-        if not self.preconditioner:
-            return None
+        if not self.preconditioner or self.preconditioner == "kfac":
+            return None  # K-FAC's is applied inside the solve
         if not oracle.supports_squared_gradients:  # run unpreconditioned; say so once
             if not getattr(self, "_warned_preconditioner", False):
                 warnings.warn(
@@ -162,17 +172,25 @@ class HessianFree(SecondOrderOptimizer):
             raise ValueError("`structural_damping` > 0 needs `structural_oracle`.")
         if not bool(tf.reduce_any(gradient != 0)):
             return StepResult.stationary(value)
-        self.iterations.assign_add(1)
         damping = self._read(self.damping)
+        if self._kronecker is not None:
+            failure = self._kronecker.update(oracle, int(self.iterations.numpy()))
+            if failure is not None:
+                self._raise_damping()
+                return StepResult.rejected(value, f"{failure}; damping raised", damping=damping)
+        self.iterations.assign_add(1)
         x0 = self.warm_start * tf.cast(tf.convert_to_tensor(self.previous_solution), problem.dtype)
         max_iterations, epsilon, mu = (
             self.max_cg_iterations,
             self.cg_epsilon,
             self.structural_damping,
         )
+        kronecker = self._kronecker
 
         def solve(o, gradient, damping, x0, preconditioner, structural=None):
             curvature = FlatProblem(o).product("gauss_newton")
+            if kronecker is not None:
+                preconditioner = kronecker.preconditioner(damping)
 
             def apply(v):
                 out = curvature(v) + damping * v
@@ -196,7 +214,8 @@ class HessianFree(SecondOrderOptimizer):
                 structural=FlatProblem(structural_oracle).product("gauss_newton"),
             )
         else:
-            solution = curvature_oracle.solve(("martens", max_iterations, epsilon), solve, *args)
+            key = ("martens", max_iterations, epsilon, kronecker is not None)
+            solution = curvature_oracle.solve(key, solve, *args)
         record: Dict[str, Any] = dict(damping=damping, cg_iterations=int(solution.iterations))
         iterates = solution.iterates()
         if bool(solution.nonfinite) or not iterates:
