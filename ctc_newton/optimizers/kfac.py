@@ -18,6 +18,13 @@ Per step, on the batch's oracle:
    ``rho > 3/4``: ``lambda *= omega``, ``rho < 1/4``: ``lambda /= omega``
    (Levenberg-Marquardt, section 6.5, ``omega = 19/20`` per step).
 
+With a fixed ``learning_rate`` (the "non-adaptive" mode of kfac-jax and of Ba,
+Grosse & Martens 2017) steps 4-5 become ``delta = lr Delta + mu delta_prev`` with
+a fixed momentum and damping, and no curvature products: a step then costs about
+two first-order steps (the gradient and the statistics pass) plus the loss at the
+new point. The norm constraint uses K-FAC's own curvature there,
+``lr^2 Delta^T F Delta = -lr^2 g^T Delta``.
+
 A non-finite loss, gradient, statistic, eigendecomposition, curvature product or
 new loss rejects the step (the weights and the averaged factors stay) and raises
 the damping.
@@ -64,10 +71,16 @@ class KFAC(SecondOrderOptimizer):
       min_damping: floor for ``lambda``.
       statistics_decay: running-average decay of the factors (0.95).
       inverse_update_period: steps between eigendecompositions (>= 1).
-      momentum: solve for the momentum coefficient with the step size (section 7);
-        False: step size only.
+      learning_rate: None (adaptive): the step size, and the momentum, from the
+        exact quadratic model, with the damping adapted; a number: fixed steps
+        ``learning_rate * Delta`` (+ momentum) at a fixed damping, no curvature
+        products.
+      momentum: None: solved with the step size (adaptive; 0 with a fixed
+        learning rate); a number in [0, 1): a fixed coefficient, which needs a
+        fixed ``learning_rate`` (0 turns momentum off in either mode).
       norm_constraint: if set, scale the update so that ``delta^T G delta`` is at
-        most this (the KL clip); None: no clip.
+        most this (the KL clip; K-FAC's curvature with a fixed learning rate);
+        None: no clip.
       exact_statistics: ``S`` from every output class (one backward pass per class)
         instead of one sampled class per frame.
       seed: seed of the sampled classes (None: drawn once).
@@ -83,7 +96,8 @@ class KFAC(SecondOrderOptimizer):
         min_damping: float = 1e-6,
         statistics_decay: float = 0.95,
         inverse_update_period: int = 5,
-        momentum: bool = True,
+        learning_rate: Optional[float] = None,
+        momentum: Optional[float] = None,
         norm_constraint: Optional[float] = None,
         exact_statistics: bool = False,
         seed: Optional[int] = None,
@@ -100,6 +114,16 @@ class KFAC(SecondOrderOptimizer):
             )
         if norm_constraint is not None:
             self._check_positive("norm_constraint", norm_constraint)
+        if learning_rate is not None:
+            self._check_positive("learning_rate", learning_rate)
+        if momentum is not None and not 0 <= momentum < 1:
+            raise ValueError(f"`momentum` must be None or in [0, 1), got {momentum}.")
+        if learning_rate is None and momentum not in (None, 0):
+            raise ValueError(
+                f"`momentum={momentum}` is a fixed coefficient, which needs a fixed "
+                "`learning_rate`; leave it None to solve for it (adaptive mode), or 0."
+            )
+        self.fixed_learning_rate = learning_rate
         self.initial_damping = damping
         self.min_damping = min_damping
         self.statistics_decay = statistics_decay
@@ -125,6 +149,7 @@ class KFAC(SecondOrderOptimizer):
             min_damping=self.min_damping,
             statistics_decay=self.statistics_decay,
             inverse_update_period=self.inverse_update_period,
+            learning_rate=self.fixed_learning_rate,
             momentum=self.momentum,
             norm_constraint=self.norm_constraint,
             exact_statistics=self.exact_statistics,
@@ -151,19 +176,19 @@ class KFAC(SecondOrderOptimizer):
         self.iterations.assign_add(1)
         direction = -self._kronecker.inverse(gradient, damping)
         previous = tf.cast(tf.convert_to_tensor(self.previous_update), problem.dtype)
+        if self.fixed_learning_rate is not None:
+            return self._fixed_step(problem, value, gradient, direction, previous, damping)
         # With momentum, two products from the first step on (the second is of zeros
         # then): one graph traced, not two.
-        vectors = [direction, previous] if self.momentum else [direction]
+        vectors = [direction, previous] if self.momentum is None else [direction]
         products = (curvature_oracle or oracle).solve(
             ("kfac_products", len(vectors)), _products, vectors
         )
         update, curvature = self._combine(gradient, direction, previous, products.products, damping)
         if update is None:
             return self._reject(value, "non-finite curvature product", damping=damping)
-        x = problem.position()
-        new_value = problem.value_at(x + update)
-        if not math.isfinite(new_value):
-            problem.assign(x)
+        new_value = self._try(problem, update)
+        if new_value is None:
             return self._reject(value, "non-finite loss after the update", damping=damping)
         predicted = float(tf.reduce_sum(gradient * update)) + 0.5 * curvature
         rho = reduction_ratio(new_value - value, predicted)
@@ -183,6 +208,38 @@ class KFAC(SecondOrderOptimizer):
             step_size=float(tf.norm(update)),
             value_after=new_value,
             cg_iterations=int(products.iterations),
+        )
+
+    def _try(self, problem, update):
+        """Moves the variables by ``update``; the new loss, or None (and no move) if
+        it or the update is not finite."""
+        if not bool(tf.reduce_all(tf.math.is_finite(update))):
+            return None
+        x = problem.position()
+        new_value = problem.value_at(x + update)
+        if not math.isfinite(new_value):
+            problem.assign(x)
+            return None
+        return new_value
+
+    def _fixed_step(self, problem, value, gradient, direction, previous, damping):
+        rate = self.fixed_learning_rate
+        assert rate is not None
+        if self.norm_constraint is not None:
+            squared = rate**2 * abs(float(tf.reduce_sum(gradient * direction)))
+            if squared > self.norm_constraint:
+                rate *= math.sqrt(self.norm_constraint / squared)
+        update = rate * direction + (self.momentum or 0.0) * previous
+        new_value = self._try(problem, update)
+        if new_value is None:
+            return self._reject(value, "non-finite loss or update", damping=damping)
+        self.previous_update.assign(tf.cast(update, self.previous_update.dtype))
+        return StepResult(
+            value=value,
+            accepted=True,
+            damping=damping,
+            step_size=float(tf.norm(update)),
+            value_after=new_value,
         )
 
     def _combine(self, gradient, direction, previous, products, damping):

@@ -49,9 +49,10 @@ def set_flat(model, flat):
         start += size
 
 
-def reference_kfac(model, x, y, steps, damping=1.0, decay=0.95):
+def reference_kfac(model, x, y, steps, damping=1.0, decay=0.95, rate=None, momentum=0.0):
     """K-FAC written out with numpy: dense inverses of the damped factors, the 2x2
-    momentum system, Levenberg-Marquardt damping (inverses refreshed every step)."""
+    momentum system, Levenberg-Marquardt damping (inverses refreshed every step); with
+    a fixed ``rate``: ``rate * Delta + momentum * previous`` at a fixed damping."""
     loss = CTCLoss()
     factors = KroneckerFactors(model, loss)
     slices, start = [], 0
@@ -68,12 +69,13 @@ def reference_kfac(model, x, y, steps, damping=1.0, decay=0.95):
             [oracle.as_scipy_linear_operator().matvec(e) for e in np.eye(len(theta))], axis=1
         )
         stats = [[t.numpy() for t in b] for b in factors.statistics(x, y, None, [SEED, k])]
-        rate = min(1 - 1 / (k + 1), decay)
+        weight = min(1 - 1 / (k + 1), decay)
         averages = (
             stats
             if averages is None
             else [
-                [rate * a + (1 - rate) * s for a, s in zip(p, q)] for p, q in zip(averages, stats)
+                [weight * a + (1 - weight) * s for a, s in zip(p, q)]
+                for p, q in zip(averages, stats)
             ]
         )
         direction = np.zeros_like(theta)
@@ -93,6 +95,12 @@ def reference_kfac(model, x, y, steps, damping=1.0, decay=0.95):
             direction[slices[block.indices[0]]] = solved[:-1].ravel()
             direction[slices[block.indices[1]]] = solved[-1]
         damped = gn + damping * np.eye(len(theta))
+        if rate is not None:
+            update = rate * direction + (0 if previous is None else momentum * previous)
+            set_flat(model, theta + update)
+            dampings.append(damping)
+            previous = update
+            continue
         if previous is None:
             update = -(g @ direction) / (direction @ damped @ direction) * direction
         else:
@@ -108,15 +116,19 @@ def reference_kfac(model, x, y, steps, damping=1.0, decay=0.95):
     return flat_weights(model), dampings
 
 
-def test_fit_takes_the_steps_of_a_hand_written_kfac():
+@pytest.mark.parametrize("fixed", [False, True])
+def test_fit_takes_the_steps_of_a_hand_written_kfac(fixed):
     x, y = make_batch()
     model = make_model()
     start = flat_weights(model)
-    model.compile(optimizer=KFAC(seed=SEED, inverse_update_period=1), loss=CTCLoss())
+    options = dict(learning_rate=0.3, momentum=0.5) if fixed else {}
+    model.compile(optimizer=KFAC(seed=SEED, inverse_update_period=1, **options), loss=CTCLoss())
     history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
     reference = make_model()
     np.testing.assert_allclose(flat_weights(reference), start)
-    expected, dampings = reference_kfac(reference, x, y, steps=3)
+    expected, dampings = reference_kfac(
+        reference, x, y, steps=3, rate=options.get("learning_rate"), momentum=0.5
+    )
     assert not np.allclose(flat_weights(model), start)
     np.testing.assert_allclose(flat_weights(model), expected, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(history.history["damping"], dampings, rtol=1e-6)  # logs: float32
@@ -191,7 +203,7 @@ def test_save_and_load_resume_the_same_steps(tmp_path):
 
 
 def test_config_round_trip_and_bad_arguments():
-    optimizer = KFAC(damping=0.5, inverse_update_period=3, momentum=False, norm_constraint=1e-2)
+    optimizer = KFAC(damping=0.5, inverse_update_period=3, momentum=0, norm_constraint=1e-2)
     again = KFAC.from_config(optimizer.get_config())
     assert again.get_config() == optimizer.get_config()
     for bad, match in [
@@ -199,6 +211,9 @@ def test_config_round_trip_and_bad_arguments():
         (dict(statistics_decay=1.0), "statistics_decay"),
         (dict(inverse_update_period=0), "inverse_update_period"),
         (dict(norm_constraint=-1.0), "norm_constraint"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(momentum=0.9), "fixed `learning_rate`"),
+        (dict(learning_rate=0.1, momentum=1.0), "momentum"),
     ]:
         with pytest.raises(ValueError, match=match):
             KFAC(**bad)
