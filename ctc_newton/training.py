@@ -108,8 +108,12 @@ def train_one(
     verbose=0,
     checkpoint=None,
     dataset: str = "digit-lines",
+    optimizer=None,
 ):
     """Trains a fresh recognizer for ``dataset`` (or resumes ``checkpoint``) on ``data``.
+
+    ``optimizer``, when given, is used instead of the one ``optimizer_name`` means
+    (benchmarks of settings the command line does not offer).
 
     Returns:
       The model and the per-epoch rows (epoch, seconds, loss, test label error rate).
@@ -130,7 +134,9 @@ def train_one(
             num_classes=task.num_classes,
             name=dataset.replace("-", "_") + "_recognizer",
         )
-        model.compile(optimizer=make_optimizer(optimizer_name, learning_rate), loss=CTCLoss())
+        if optimizer is None:
+            optimizer = make_optimizer(optimizer_name, learning_rate)
+        model.compile(optimizer=optimizer, loss=CTCLoss())
     log = EpochLog(data.test, printer)
     log.rows.extend(rows)
     log.offset = rows[-1]["seconds"] if rows else 0.0

@@ -434,25 +434,39 @@ class KroneckerFactors:
         return inputs, pre_gradients, diagonal_gradients
 
     def _statistics(self, x, y, sample_weight, seed):
-        """One batch's factors, block by block (``factor_shapes`` order)."""
+        """One batch's factors, block by block (``factor_shapes`` order).
+
+        In a replica context of a multi-replica strategy each replica draws its own
+        classes and the sums are all-reduced: the factors are the global batch's.
+        """
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas > 1:
+            seed = seed + tf.stack([0, 1_000_003 * context.replica_id_in_sync_group])
         inputs, pre_gradients, diagonal_gradients = self.rows(x, y, sample_weight, seed)
         dtype = self.dtype
-        factors: List[List[tf.Tensor]] = [[] for _ in self.blocks]
+        sums: List[List[tf.Tensor]] = [[] for _ in self.blocks]
+        counts = []
         for j, (n, _, kind) in enumerate(self._plan):
             block = self.blocks[n]
             assert isinstance(block, KroneckerBlock)
             rows, count = inputs[j]
             if kind == "embedding":
                 size = block.factor_shapes()[0][0]
-                counts = tf.math.bincount(rows, minlength=size, maxlength=size, dtype=dtype)
-                a_factor = counts / count
+                a_sum = tf.math.bincount(rows, minlength=size, maxlength=size, dtype=dtype)
             else:
-                a_factor = tf.matmul(rows, rows, transpose_a=True) / tf.maximum(count, 1)
-            s_factor = tf.add_n([tf.matmul(g[j], g[j], transpose_a=True) for g in pre_gradients])
-            factors[n] = [a_factor, s_factor]
+                a_sum = tf.matmul(rows, rows, transpose_a=True)
+            s_sum = tf.add_n([tf.matmul(g[j], g[j], transpose_a=True) for g in pre_gradients])
+            sums[n] = [a_sum, s_sum]
+            counts.append(count)
         for k, (n, _) in enumerate(self._diagonal):
-            factors[n] = [tf.add_n([tf.square(g[k]) for g in diagonal_gradients])]
-        return factors
+            sums[n] = [tf.add_n([tf.square(g[k]) for g in diagonal_gradients])]
+        if replicas > 1:
+            assert context is not None
+            sums, counts = context.all_reduce(tf.distribute.ReduceOp.SUM, (sums, counts))
+        for j, (n, _, _) in enumerate(self._plan):
+            sums[n][0] = sums[n][0] / tf.maximum(counts[j], 1)  # A: a mean over positions
+        return sums
 
     def precondition(self, grads: Sequence[tf.Tensor], eigen, damping) -> List[tf.Tensor]:
         """The damped inverse of the blocks applied to a structured vector.

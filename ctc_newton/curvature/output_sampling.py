@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Type
 import keras
 import tensorflow as tf
 
+from ctc_newton._keras_adapter import scale_loss_for_distribution
 from ctc_newton.losses.keras_loss import CTCLoss, mask_to_length
 
 __all__ = ["register", "output_cotangents", "supports"]
@@ -103,10 +104,10 @@ def _example_weights(loss, sample_weight, batch, per_example_elements, dtype):
     weights = tf.ones([batch], dtype)
     if sample_weight is not None:
         weights = weights * tf.cast(tf.reshape(sample_weight, [-1]), dtype)
-    if loss.reduction == "sum":
-        return weights
-    # "sum_over_batch_size": Keras divides by the number of loss elements.
-    return weights / tf.cast(batch * per_example_elements, dtype)
+    if loss.reduction != "sum":  # "sum_over_batch_size": by the number of loss elements
+        weights = weights / tf.cast(batch * per_example_elements, dtype)
+    # Under a strategy Keras divides each replica's share by the replica count.
+    return scale_loss_for_distribution(weights)
 
 
 def _position_signs(shape, seed, dtype):

@@ -99,8 +99,15 @@ class KroneckerState:
         model, _, (x, y, sample_weight) = oracle.keras_batch()
         saved = [tf.identity(tf.convert_to_tensor(v)) for v in model.non_trainable_variables]
         seed = tf.constant([self.seed % (2**31 - 1), step], tf.int32)
+        strategy = getattr(oracle, "strategy", None)  # a DistributedKerasOracle
         try:
-            return self.factors.statistics(x, y, sample_weight, seed)
+            if strategy is None:
+                return self.factors.statistics(x, y, sample_weight, seed)
+            with strategy.scope():  # each replica's shard, all-reduced
+                result = strategy.run(self.factors.statistics, args=(x, y, sample_weight, seed))
+            return tf.nest.map_structure(
+                lambda r: strategy.experimental_local_results(r)[0], result
+            )
         finally:
             for variable, value in zip(model.non_trainable_variables, saved):
                 variable.assign(value)

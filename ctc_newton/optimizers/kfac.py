@@ -67,7 +67,8 @@ class KFAC(SecondOrderOptimizer):
     """K-FAC with the CTC Gauss-Newton (see the module docstring for the recipe).
 
     Args:
-      damping: initial ``lambda`` (> 0).
+      damping: initial ``lambda`` (> 0; 0.01 reached 6.6% test label error on digit
+        lines in 6 epochs where 1.0 reached 10.6%: `benchmarks/results/kfac_*`).
       min_damping: floor for ``lambda``.
       statistics_decay: running-average decay of the factors (0.95).
       inverse_update_period: steps between eigendecompositions (>= 1).
@@ -92,7 +93,7 @@ class KFAC(SecondOrderOptimizer):
 
     def __init__(
         self,
-        damping: float = 1.0,
+        damping: float = 0.01,
         min_damping: float = 1e-6,
         statistics_decay: float = 0.95,
         inverse_update_period: int = 5,

@@ -10,7 +10,7 @@ SCRIPT = """
     import warnings
     import ctc_newton
     from ctc_newton import CTCLoss
-    from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree
+    from ctc_newton.optimizers import KFAC, LBFGS, GaussNewton, HessianFree
 
     from keras.src.backend.common.masking import get_keras_mask
 
@@ -56,7 +56,10 @@ SCRIPT = """
     # Gauss-Newton; it is left out for CI time.
     cases = {"HessianFree": (HessianFree, dict(metrics=True, steps_per_execution=2)),
              "GaussNewton": (GaussNewton, {}),
-             "LBFGS": (lambda: LBFGS(max_iterations=3), {})}
+             "LBFGS": (lambda: LBFGS(max_iterations=3), {}),
+             # Exact-in-class statistics: on this frame-wise model the replicas' random
+             # signs cancel, so the factors (all-reduced) equal the single device's.
+             "KFAC": (lambda: KFAC(exact_statistics=True, seed=3), {})}
     for optimizer, compile_args in [cases[name] for name in SELECTED]:
         replicated, logs = fit(optimizer, True, **compile_args)
         single, expected = fit(optimizer, False, **compile_args)
@@ -103,8 +106,8 @@ def run(selected, sync_bn):
 
 
 def test_two_replica_fit_takes_the_global_batch_step():
-    out = run(["HessianFree"], sync_bn=False)
-    assert out.returncode == 0 and out.stdout.count("FIT-OK") == 1, out.stdout + out.stderr[-4000:]
+    out = run(["HessianFree", "KFAC"], sync_bn=False)
+    assert out.returncode == 0 and out.stdout.count("FIT-OK") == 2, out.stdout + out.stderr[-4000:]
 
 
 @pytest.mark.slow  # two more optimizers and synchronized BatchNorm (about 40 s in CI)

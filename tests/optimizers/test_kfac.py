@@ -49,7 +49,7 @@ def set_flat(model, flat):
         start += size
 
 
-def reference_kfac(model, x, y, steps, damping=1.0, decay=0.95, rate=None, momentum=0.0):
+def reference_kfac(model, x, y, steps, damping=0.01, decay=0.95, rate=None, momentum=0.0):
     """K-FAC written out with numpy: dense inverses of the damped factors, the 2x2
     momentum system, Levenberg-Marquardt damping (inverses refreshed every step); with
     a fixed ``rate``: ``rate * Delta + momentum * previous`` at a fixed damping."""
