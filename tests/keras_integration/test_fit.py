@@ -9,7 +9,7 @@ from keras.src.backend.common.masking import get_keras_mask
 import ctc_newton
 from ctc_newton import CTCLoss, CurvatureOracle
 from ctc_newton.keras_integration import install, is_installed, uninstall
-from ctc_newton.optimizers import LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
+from ctc_newton.optimizers import KFAC, LBFGS, GaussNewton, HessianFree, TrustRegionNewtonCG
 
 
 def data(n=32, frames=8):
@@ -146,7 +146,8 @@ def test_a_custom_train_step_gets_a_clear_message():
         model.fit(x, y, epochs=1, verbose=0)
 
 
-def test_mixed_precision_overflow_skips_the_step_and_lowers_the_scale():
+@pytest.mark.parametrize("optimizer_class", [GaussNewton, KFAC])
+def test_mixed_precision_overflow_skips_the_step_and_lowers_the_scale(optimizer_class):
     x, y = data(16)
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -154,9 +155,12 @@ def test_mixed_precision_overflow_skips_the_step_and_lowers_the_scale():
         model = keras.Sequential(
             [keras.Input((8, 3)), keras.layers.Dense(6), keras.layers.Dense(4)]
         )
-        model.compile(optimizer=GaussNewton(), loss=CTCLoss())
+        model.compile(optimizer=optimizer_class(), loss=CTCLoss())
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
         assert history.history["accepted"] == [1.0, 1.0]
+        if optimizer_class is KFAC:  # the factors stay float32
+            state = model.optimizer.inner_optimizer._kronecker
+            assert {v.dtype for group in state.averages for v in group} == {"float32"}
         model.layers[0].kernel.assign(model.layers[0].kernel * 1e5)  # float16 overflows
         before = [w.numpy().copy() for w in model.trainable_variables]
         damping = float(model.optimizer.inner_optimizer.damping.numpy())
