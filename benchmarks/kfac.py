@@ -146,14 +146,7 @@ def main():
     for name in ("kfac", "kfac-fixed"):
         seconds = step_seconds(name, VARIANTS[name][2], data, task, 64)
         lines.append(f"| {name} | {1000 * seconds:.1f} | {seconds / adam_step:.2f}x |")
-    lines += ["", "| optimizer | epoch | seconds | training loss | test label error rate |"]
-    lines.append("|---|---|---|---|---|")
-    for name, rows in results.items():
-        for r in rows:
-            lines.append(
-                f"| {name} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
-                f"{r['test_label_error_rate']:.4f} |"
-            )
+    lines += [""] + training.epoch_table(results)
     out = os.path.join(os.path.dirname(__file__), "results", f"kfac_{args.dataset}")
     text = "\n".join(lines) + "\n"
     print(text)

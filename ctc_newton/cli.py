@@ -12,7 +12,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ctc_newton.training import DEFAULT_BATCH, train_one
+from ctc_newton.training import DEFAULT_BATCH, epoch_table, train_one
 
 
 def save_atomically(model, path: str) -> None:
@@ -304,14 +304,7 @@ def cmd_compare(args) -> int:
     table = os.path.join(args.output_dir, "compare.md")
     with open(table, "w") as f:
         f.write(_provenance(args, task) + "\n\n")
-        f.write("| optimizer | epoch | seconds | training loss | test label error rate |\n")
-        f.write("|---|---|---|---|---|\n")
-        for name, rows in results.items():
-            for r in rows:
-                f.write(
-                    f"| {name} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
-                    f"{r['test_label_error_rate']:.4f} |\n"
-                )
+        f.write("\n".join(epoch_table(results)) + "\n")
     with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {plot} and {table}")

@@ -152,3 +152,18 @@ def train_one(
         shuffle=True,
     )
     return model, log.rows
+
+
+def epoch_table(results: Dict[str, List[Dict]]) -> List[str]:
+    """Markdown lines of the per-epoch rows of `train_one` runs, by optimizer name."""
+    lines = [
+        "| optimizer | epoch | seconds | training loss | test label error rate |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rows in results.items():
+        for r in rows:
+            lines.append(
+                f"| {name} | {r['epoch']} | {r['seconds']:.1f} | {r['loss']:.4f} | "
+                f"{r['test_label_error_rate']:.4f} |"
+            )
+    return lines
