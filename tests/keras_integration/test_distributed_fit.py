@@ -106,12 +106,12 @@ def run(selected, sync_bn):
 
 
 def test_two_replica_fit_takes_the_global_batch_step():
-    out = run(["HessianFree", "KFAC"], sync_bn=False)
-    assert out.returncode == 0 and out.stdout.count("FIT-OK") == 2, out.stdout + out.stderr[-4000:]
+    out = run(["HessianFree"], sync_bn=False)
+    assert out.returncode == 0 and out.stdout.count("FIT-OK") == 1, out.stdout + out.stderr[-4000:]
 
 
-@pytest.mark.slow  # two more optimizers and synchronized BatchNorm (about 40 s in CI)
-def test_two_replica_fit_of_gauss_newton_and_lbfgs_and_synchronized_batch_norm():
-    out = run(["GaussNewton", "LBFGS"], sync_bn=True)
-    assert out.stdout.count("FIT-OK") == 2, out.stdout + out.stderr[-4000:]
+@pytest.mark.slow  # three more optimizers and synchronized BatchNorm (about a minute in CI)
+def test_two_replica_fit_of_gauss_newton_lbfgs_kfac_and_synchronized_batch_norm():
+    out = run(["GaussNewton", "LBFGS", "KFAC"], sync_bn=True)
+    assert out.stdout.count("FIT-OK") == 3, out.stdout + out.stderr[-4000:]
     assert "SYNC-BN-OK" in out.stdout, out.stdout + out.stderr[-4000:]
